@@ -1,0 +1,34 @@
+"""Helpers for tests that drive the app in Debian's Chromium through Playwright."""
+from __future__ import annotations
+
+import os
+import shutil
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def wait_for_app(page, *, timeout: float = 60_000, settle_ms: int = 300) -> None:
+    """Wait until the Streamlit script has finished running (as Streamlit's own e2e tests do)."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", timeout=timeout)
+    page.wait_for_timeout(settle_ms)  # a rerun triggered by the last interaction may not have started yet
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout)
+    # Spinners (model loading, capture) mean the page is still settling.
+    page.wait_for_function("!document.querySelector(\"[data-testid='stSpinner']\")", timeout=timeout)
+
+
+def shot(page, name: str) -> str:
+    """Save a screenshot under $VIZ_SHOTS (default /tmp/shots) for a person to look at."""
+    folder = os.environ.get("VIZ_SHOTS", "/tmp/shots")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}.png")
+    page.screenshot(path=path, full_page=True)
+    return path

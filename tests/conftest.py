@@ -1,0 +1,120 @@
+"""Shared fixtures: tiny models of each family, AppTest runs, a live server and a Chromium page."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# The hub is unreachable here: never let a test wait on it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import tiny_models as model_builder  # noqa: E402
+from browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-models")
+    for family in model_builder.FAMILIES:
+        model_builder.build(family, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_models_root) -> dict[str, str]:
+    """family -> local directory: "encoder" (BERT), "decoder" (GPT-2), "encoder-decoder" (BART), "t5"."""
+    return {family: str(tiny_models_root / family) for family in model_builder.FAMILIES}
+
+
+def run_app(page_path: str | None = None, timeout: float = 120, **query_params):
+    """Run app.py in AppTest (switched to ``page_path``) with the given URL query parameters."""
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for key, value in query_params.items():
+        at.query_params[key] = str(value)
+    at.run()
+    if page_path:
+        at.switch_page(page_path)
+        at.run()
+    return at
+
+
+@pytest.fixture
+def app_test():
+    return run_app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """Base URL of a `streamlit run app.py` server started for the test session."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VIZ_TORCH_THREADS="1")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early:\n{log.read_text()}")
+    else:
+        proc.kill()
+        raise RuntimeError(f"streamlit did not start:\n{log.read_text()}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def _browser():
+    path = chromium_path()
+    if path is None:
+        pytest.fail("Chromium is missing: install Debian's chromium package (the browser tests must not skip)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(_browser):
+    """A fresh Playwright page (1280x900) that records dialogs in page.dialogs."""
+    context = _browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    pg = context.new_page()
+    pg.dialogs = []
+
+    def _on_dialog(dialog):
+        pg.dialogs.append(dialog.message)
+        dialog.dismiss()
+    pg.on("dialog", _on_dialog)
+    yield pg
+    context.close()

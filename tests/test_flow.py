@@ -1,0 +1,217 @@
+"""Rollout, attention flow and norm-based attention on hand-made arrays."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from viz.flow import (FlowLimitError, attention_flow, norm_based, norm_based_layer,
+                      residual_attention, rollout, row_normalise)
+
+# layer 0: head mean [[.5,.5],[.5,.5]] -> A_hat_0 = [[.75,.25],[.25,.75]]
+# layer 1: head mean [[1,0],[1,0]]     -> A_hat_1 = [[1,0],[.5,.5]]
+TWO_LAYERS = np.array([[[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.5, 0.5]]],
+                       [[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [1.0, 0.0]]]], np.float32)
+
+
+def loop_rollout(pattern):
+    """Rollout written out with plain loops, as in the paper."""
+    n_layers, n_heads, n_tokens, _ = pattern.shape
+    result, previous = [], None
+    for layer in range(n_layers):
+        a_hat = np.zeros((n_tokens, n_tokens))
+        for i in range(n_tokens):
+            for j in range(n_tokens):
+                a_hat[i, j] = 0.5 * sum(pattern[layer, h, i, j] for h in range(n_heads)) / n_heads \
+                    + (0.5 if i == j else 0.0)
+            a_hat[i] /= a_hat[i].sum()
+        current = a_hat if previous is None else np.array(
+            [[sum(a_hat[i, k] * previous[k, j] for k in range(n_tokens)) for j in range(n_tokens)]
+             for i in range(n_tokens)])
+        result.append(current)
+        previous = current
+    return np.array(result)
+
+
+def random_pattern(rng, n_layers, n_heads, n_tokens, *, causal=False):
+    raw = rng.random((n_layers, n_heads, n_tokens, n_tokens)) + 0.01
+    if causal:
+        raw = np.tril(raw)
+    return (raw / raw.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def test_rollout_by_hand():
+    out = rollout(TWO_LAYERS)
+    assert out.shape == (2, 2, 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], [[0.75, 0.25], [0.25, 0.75]], atol=1e-7)
+    # A_hat_1 @ A_hat_0 = [[1,0],[.5,.5]] @ [[.75,.25],[.25,.75]]
+    np.testing.assert_allclose(out[1], [[0.75, 0.25], [0.5, 0.5]], atol=1e-7)
+
+
+def test_rollout_renormalises_rows_that_do_not_sum_to_one():
+    # head mean row 0 is [.2, .2]: 0.5 * [.2, .2] + [.5, 0] = [.6, .1] -> [6/7, 1/7]
+    pattern = np.array([[[[0.2, 0.2], [0.0, 1.0]]]])
+    np.testing.assert_allclose(rollout(pattern)[0], [[6 / 7, 1 / 7], [0.0, 1.0]], atol=1e-7)
+    np.testing.assert_allclose(residual_attention(pattern)[0, 0], [6 / 7, 1 / 7])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_rollout_matches_loops(causal):
+    pattern = random_pattern(np.random.default_rng(2), 3, 2, 5, causal=causal)
+    out = rollout(pattern)
+    np.testing.assert_allclose(out, loop_rollout(pattern), atol=1e-6)
+    np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-6)
+    if causal:
+        np.testing.assert_array_equal(np.triu(out, 1), 0.0)
+
+
+def test_rollout_rejects_cross_attention():
+    with pytest.raises(ValueError, match="self-attention"):
+        rollout(np.ones((1, 1, 2, 3)) / 3)
+
+
+def test_flow_of_one_layer_is_the_residual_attention():
+    out = attention_flow(TWO_LAYERS, layer=0)
+    np.testing.assert_allclose(out.flow, [[0.75, 0.25], [0.25, 0.75]], atol=1e-5)
+    assert out.complete and out.layer == 0
+
+
+def test_flow_through_two_layers_by_hand():
+    # paths (2,i) -> (1,k) -> (0,j) are edge-disjoint, so flow = sum_k min(A1[i,k], A0[k,j])
+    # row 0: min(1,.75)+min(0,.25) = .75, min(1,.25)+min(0,.75) = .25
+    # row 1: min(.5,.75)+min(.5,.25) = .75, min(.5,.25)+min(.5,.75) = .75
+    out = attention_flow(TWO_LAYERS, layer=1)
+    np.testing.assert_allclose(out.flow, [[0.75, 0.25], [0.75, 0.75]], atol=1e-5)
+    np.testing.assert_allclose(out.relevance, [[0.75, 0.25], [0.5, 0.5]], atol=1e-5)
+    assert attention_flow(TWO_LAYERS).layer == 1
+
+
+def test_flow_matches_networkx_on_a_random_graph():
+    pattern = random_pattern(np.random.default_rng(3), 3, 2, 4)
+    a_hat = residual_attention(pattern)
+    graph = nx.DiGraph()
+    for layer in range(3):
+        for i in range(4):
+            for j in range(4):
+                graph.add_edge((layer + 1, i), (layer, j), capacity=float(a_hat[layer, i, j]))
+    out = attention_flow(pattern, layer=2)
+    for i in range(4):
+        for j in range(4):
+            expected = nx.maximum_flow_value(graph, (3, i), (0, j))
+            assert out.flow[i, j] == pytest.approx(expected, abs=1e-4)
+
+
+def test_flow_is_bounded_in_tokens_and_time():
+    pattern = random_pattern(np.random.default_rng(4), 2, 1, 6)
+    with pytest.raises(FlowLimitError, match="limited to 5 tokens"):
+        attention_flow(pattern, max_tokens=5)
+    stopped = attention_flow(pattern, time_limit_s=0.0)
+    assert not stopped.complete
+    assert np.isnan(stopped.flow).all()
+    some = attention_flow(pattern, query_positions=(0, 5))
+    assert not np.isnan(some.flow[[0, 5]]).any()
+    assert np.isnan(some.flow[1:5]).all()
+
+
+def test_norm_based_by_hand():
+    pattern = np.array([[[0.5, 0.5], [1.0, 0.0]]])          # (1 head, 2, 2)
+    value_out = np.array([[[3.0, 4.0], [0.0, 1.0]]])        # ||f(x_0)|| = 5, ||f(x_1)|| = 1
+    np.testing.assert_allclose(norm_based(pattern, value_out), [[[2.5, 0.5], [5.0, 0.0]]])
+
+
+def test_norm_based_layer_matches_direct_sum_over_heads():
+    rng = np.random.default_rng(5)
+    pattern = random_pattern(rng, 1, 3, 4)[0]               # (3 heads, 4, 4)
+    value_out = rng.normal(size=(3, 4, 6))
+    direct = np.array([[np.linalg.norm(sum(pattern[h, i, j] * value_out[h, j] for h in range(3)))
+                        for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(norm_based_layer(pattern, value_out), direct, rtol=1e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        norm_based_layer(pattern, value_out[:, :3])
+
+
+def test_row_normalise_keeps_zero_and_nan_rows():
+    out = row_normalise(np.array([[1.0, 3.0], [0.0, 0.0], [np.nan, np.nan]]))
+    np.testing.assert_allclose(out[:2], [[0.25, 0.75], [0.0, 0.0]])
+    assert np.isnan(out[2]).all()
+
+
+# --------------------------------------------------------------------------- CLI flags
+
+REPO = Path(__file__).resolve().parents[1]
+CLI_TEXT = "Attention rollout multiplies the unbelievably tangled layers, doesn't it?"
+
+
+def run_capture(tmp_path, *flags, model=None):
+    out = tmp_path / ("capture" + "".join(flags).replace("-", "_") + ".npz")
+    cmd = [sys.executable, "-m", "viz", "capture", "--text", CLI_TEXT, "--out", str(out), *flags]
+    if model is not None:
+        cmd += ["--model", str(model)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as data:
+        return {key: data[key] for key in data.files}
+
+
+def loop_word_merge(pattern, word_ids, special):
+    """Word-level merge written with loops: to a word summed, from a word averaged."""
+    units = []
+    for pos, (word, is_special) in enumerate(zip(word_ids, special)):
+        if units and not is_special and word >= 0 and units[-1][1] == word:
+            units[-1][0].append(pos)
+        else:
+            units.append(([pos], -1 if is_special or word < 0 else word))
+    n_layers, n_heads = pattern.shape[:2]
+    merged = np.zeros((n_layers, n_heads, len(units), len(units)))
+    for a, (q_tokens, _) in enumerate(units):
+        for b, (k_tokens, _) in enumerate(units):
+            merged[:, :, a, b] = np.mean([pattern[:, :, q, k_tokens].sum(-1) for q in q_tokens], axis=0)
+    return merged, units
+
+
+@pytest.fixture(scope="module")
+def embedded_capture():
+    from viz.capture import capture
+    return capture(CLI_TEXT)
+
+
+def test_cli_rollout_matches_independent_loops(tmp_path, embedded_capture):
+    data = run_capture(tmp_path, "--rollout")
+    assert data["rollout"].dtype == np.float32
+    n_layers, _, n_tokens, _ = data["attentions"].shape
+    assert data["rollout"].shape == (n_layers, n_tokens, n_tokens)
+    assert np.abs(data["rollout"] - loop_rollout(data["attentions"].astype(np.float64))).max() <= 1e-5
+    # the same as rollout of the attentions the Python API returns for this text
+    assert np.abs(data["rollout"] - loop_rollout(embedded_capture.attentions)).max() <= 1e-4
+
+
+def test_cli_word_level_with_rollout(tmp_path, embedded_capture):
+    data = run_capture(tmp_path, "--word-level", "--rollout")
+    seq = embedded_capture.tokens
+    expected, units = loop_word_merge(embedded_capture.attentions.astype(np.float64),
+                                      seq.word_ids.tolist(), seq.special.tolist())
+    assert len(units) < len(seq)          # the text has split words
+    assert data["attentions"].shape == expected.shape
+    np.testing.assert_allclose(data["attentions"], expected, atol=1e-5)
+    words = data["tokens"].tolist()
+    assert len(words) == len(units) and words[0] == "[CLS]" and words[-1] == "[SEP]"
+    assert "unbelievably" in words and not any(word.startswith("##") for word in words)
+    assert np.abs(data["rollout"] - loop_rollout(data["attentions"].astype(np.float64))).max() <= 1e-5
+
+
+def test_relevance_bars_one_trace_per_method_at_integer_positions():
+    from viz.flow import relevance_bars
+    labels = ["[CLS]", "the", "cat", "the", "[SEP]"]
+    rows = {"raw": np.array([0.1, 0.2, 0.3, 0.2, 0.2]), "flow": np.full(5, np.nan),
+            "rollout": np.array([0.5, 0.1, 0.1, 0.1, 0.2])}
+    fig = relevance_bars(rows, labels, title="t")
+    assert [trace.name for trace in fig.data] == ["raw", "rollout"]      # the NaN row is skipped
+    np.testing.assert_allclose(fig.data[1].y, rows["rollout"])
+    assert list(fig.data[0].x) == [0, 1, 2, 3, 4]
+    assert list(fig.layout.xaxis.ticktext) == labels
+    with pytest.raises(ValueError, match="3 values for 5 tokens"):
+        relevance_bars({"raw": np.ones(3)}, labels)

