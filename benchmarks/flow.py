@@ -52,6 +52,7 @@ def text_of(loaded, n_tokens: int) -> str:
 
 
 def main() -> int:
+    load_before = os.getloadavg()[0]
     loaded = load_model(None)
     info = loaded.info
     n_layers = info.n_layers
@@ -100,7 +101,8 @@ def main() -> int:
 
     lines = [f"Embedded model ({info.model_type}, {n_layers} layers x {info.n_heads} heads, "
              f"d_model {info.d_model}); {os.cpu_count()} cores, Python {platform.python_version()}; "
-             f"median of {REPEATS} runs after a warm-up (3 for the slow rows).",
+             f"median of {REPEATS} runs after a warm-up (3 for the slow rows); load average "
+             f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other jobs share the cores).",
              "",
              "| measure | tokens | time (s) | budget |",
              "|---|---|---|---|"]

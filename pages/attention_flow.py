@@ -82,10 +82,11 @@ for row_start in range(0, len(names), 2):
         with col:
             title = f"{name} · layer {layer}" + (f" · {head_text}" if name in ("raw attention", "norm-based") else "")
             fig = figures.attention_heatmap(matrices[name], labels_q, labels_k, causal=block.causal,
-                                            title=title, zmax=1.0 if name != "raw attention" else None)
+                                            title=title)
             ui.show_figure(fig, name=f"{name.replace(' ', '_')}_{kind}_L{layer}", key=f"flow_fig_{name}")
-st.caption("Every matrix is shown as shares of its row (each row sums to 1) so the four can be compared. "
-           "Rows are output positions (queries), columns the tokens they draw on.")
+st.caption("Every matrix is shown as shares of its row (each row sums to 1) so the four can be compared; "
+           "each has its own colour scale (see its colour bar). Rows are output positions (queries), "
+           "columns the tokens they draw on.")
 
 # ---- one output position: which input tokens matter for it
 st.subheader("Token relevance for one output position")
@@ -108,7 +109,7 @@ ui.show_figure(bars, name=f"relevance_{kind}_L{layer}_pos{pos}", key="flow_fig_b
 if roll is not None:
     st.subheader("Rollout, layer by layer")
     evolution = figures.attention_heatmap(
-        roll[:, pos, :], [f"after layer {i}" for i in range(block.n_layers)], labels_k, zmax=1.0,
+        roll[:, pos, :], [f"after layer {i}" for i in range(block.n_layers)], labels_k,
         title=f"Rollout of output {pos} ({labels_q[pos]}) after each layer",
         query_axis="layer", key_axis="input token")
     ui.show_figure(evolution, name=f"rollout_evolution_{kind}_pos{pos}", key="flow_fig_evolution")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from viz.aggregate import (aggregate_heads, aggregate_layers, describe_transform,
                            drop_and_renormalise, merge_label, merge_words, transform_block,
@@ -182,3 +184,49 @@ def test_aggregate_layers_by_hand():
     np.testing.assert_allclose(aggregate_layers(pattern, layers=(0, 2)), [[0.7, 0.3]], atol=1e-6)
     with pytest.raises(ValueError, match="out of range"):
         aggregate_layers(pattern, layers=(3,))
+
+
+@st.composite
+def random_blocks(draw):
+    """A random self-attention block: words of 1-3 tokens, some special tokens, rows summing to 1."""
+    n_words = draw(st.integers(1, 4))
+    word_ids, special = [], []
+    if draw(st.booleans()):
+        word_ids.append(-1), special.append(True)
+    for word in range(n_words):
+        for _ in range(draw(st.integers(1, 3))):
+            word_ids.append(word), special.append(False)
+    if draw(st.booleans()):
+        word_ids.append(-1), special.append(True)
+    n = len(word_ids)
+    toks = [f"t{i}" for i in range(n)]
+    raw = np.array(draw(st.lists(st.floats(0.01, 1.0), min_size=n * n, max_size=n * n))).reshape(n, n)
+    return as_block(raw / raw.sum(-1, keepdims=True), seq(toks, toks, word_ids, special))
+
+
+def loop_merge(matrix, word_ids):
+    """Clark et al.'s word merge with explicit loops over the units."""
+    units = []
+    for pos, word in enumerate(word_ids):
+        if units and word >= 0 and word_ids[units[-1][0]] == word:
+            units[-1].append(pos)
+        else:
+            units.append([pos])
+    return np.array([[np.mean([matrix[q, k_unit].sum() for q in q_unit]) for k_unit in units]
+                     for q_unit in units])
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_blocks(), st.booleans())
+def test_transform_matches_loops_and_keeps_rows_normalised(block, hide):
+    out = transform_block(block, word_level=True, hide_special=hide)
+    matrix = block.pattern[0, 0].astype(np.float64)
+    word_ids = block.queries.word_ids.tolist()
+    if hide and not block.queries.special.all():
+        keep = ~block.queries.special
+        matrix = matrix[keep][:, keep]
+        matrix = matrix / matrix.sum(-1, keepdims=True)
+        word_ids = [w for w, k in zip(word_ids, keep) if k]
+    np.testing.assert_allclose(out.pattern[0, 0], loop_merge(matrix, word_ids), atol=1e-5)
+    np.testing.assert_allclose(out.pattern.sum(-1), 1.0, atol=1e-5)
+    assert len(out.queries) == out.pattern.shape[-1] == len(out.queries.labels)

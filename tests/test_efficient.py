@@ -430,3 +430,52 @@ def test_full_pattern_reproduces_tiny_models(tiny_models, family):
     for kind in result.kinds:
         lm = ef.layer_metrics(result.internals[(kind, 0)], config=ef.PatternConfig(window=1, rank=2))
         assert np.isfinite(lm.tv).all() and (lm.output_error[:, 0] < 1e-5).all()
+
+
+# ---------------------------------------------------------------- the page (AppTest)
+
+PAGE = "pages/efficient_attention.py"
+
+
+def _page_ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    heads = [s.value for s in at.subheader]
+    assert any("every pattern" in h for h in heads) and any("Layers × heads" in h for h in heads)
+    assert any("costs" in h for h in heads)
+    return heads
+
+
+def test_page_embedded_model_honours_url_state(app_test):
+    at = app_test(PAGE, text="The animal didn't cross the street because it was too tired.", layer=2, head=5,
+                  window=2, rank=3, pattern="bigbird", globals="first")
+    heads = _page_ok(at)
+    assert any(h.startswith("Layer 2, head 5") for h in heads)
+    knobs = {n.label: n.value for n in at.number_input}
+    assert knobs["Window w (each side)"] == 2 and knobs["Rank k"] == 3
+    assert at.selectbox(key="eff_pattern").value == "bigbird"
+    assert at.radio(key="eff_globals").value == "first"
+    table = at.dataframe[0].value
+    assert len(table) == len(ef.PATTERNS)
+    assert table["output rel. error"].iloc[0] == pytest.approx(0, abs=1e-3)      # full pattern: no error
+    # changing a knob reruns and lands in the URL
+    at.number_input(key="eff_window").set_value(5).run()
+    assert at.query_params["window"] == ["5"] or at.query_params["window"] == "5"
+    at.selectbox(key="eff_pattern").set_value("lsh").run()
+    _page_ok(at)
+    assert "lsh" in str(at.query_params["pattern"])
+
+
+@pytest.mark.parametrize("family,kind", [("decoder", None), ("encoder-decoder", "cross"),
+                                         ("encoder-decoder", "decoder")])
+def test_page_tiny_families(app_test, tiny_models, family, kind):
+    params = dict(model=tiny_models[family], text="the cat sat on the mat because it was tired",
+                  target="the dog ran")
+    if kind:
+        params["kind"] = kind
+    at = app_test(PAGE, **params)
+    _page_ok(at)
+    table = at.dataframe[0].value
+    assert table["output rel. error"].iloc[0] == pytest.approx(0, abs=1e-3)
+    if kind:
+        assert at.query_params["kind"] in (kind, [kind])

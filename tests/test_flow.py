@@ -215,3 +215,117 @@ def test_relevance_bars_one_trace_per_method_at_integer_positions():
     assert list(fig.layout.xaxis.ticktext) == labels
     with pytest.raises(ValueError, match="3 values for 5 tokens"):
         relevance_bars({"raw": np.ones(3)}, labels)
+
+
+# --------------------------------------------------------------------------- norm-based on tiny models
+
+def direct_value_out(loaded, kind, layer, text, target=None):
+    """f(x_j) = (x_j W_V^h + b_V^h) W_O^h per head, computed from the model's own weights and hidden states."""
+    import torch
+    model, tok = loaded.model, loaded.tokenizer
+    n_heads = loaded.info.n_heads
+    enc = tok(text, return_tensors="pt")
+    with torch.no_grad():
+        if loaded.info.family == "encoder":            # BERT: the layer input is hidden_states[layer]
+            out = model(**enc, output_hidden_states=True)
+            x = out.hidden_states[layer][0]
+            attn = model.encoder.layer[layer].attention
+            value = attn.self.value(x)
+            w_o = attn.output.dense.weight.T            # Linear stores (out, in)
+        elif loaded.info.family == "decoder":          # GPT-2: ln_1 of the block input, then c_attn
+            out = model(**enc, output_hidden_states=True)
+            block = model.h[layer]
+            x = block.ln_1(out.hidden_states[layer][0])
+            value = block.attn.c_attn(x).split(loaded.info.d_model, dim=-1)[2]
+            w_o = block.attn.c_proj.weight              # Conv1D stores (in, out)
+        else:                                          # BART cross-attention: values from the encoder output
+            decoder_ids = torch.tensor([target])
+            out = model(**enc, decoder_input_ids=decoder_ids)
+            x = out.encoder_last_hidden_state[0]
+            attn = model.model.decoder.layers[layer].encoder_attn
+            value = attn.v_proj(x)
+            w_o = attn.out_proj.weight.T
+        d_head = value.shape[-1] // n_heads
+        value = value.reshape(-1, n_heads, d_head).transpose(0, 1)           # (H, T_k, d_head)
+        return torch.stack([value[h] @ w_o[h * d_head:(h + 1) * d_head] for h in range(n_heads)]).numpy()
+
+
+@pytest.mark.parametrize("family,kind", [("encoder", "encoder"), ("decoder", "decoder"),
+                                         ("encoder-decoder", "cross")])
+def test_norm_based_matches_direct_computation_on_tiny_models(tiny_models, family, kind):
+    from viz.capture import capture
+    from viz.flow import norm_based_from_internals
+    from viz.models import load_model
+    loaded = load_model(tiny_models[family])
+    text = "the quick brown fox jumps over the lazy dog"
+    layer = 1
+    result = capture(text, model=loaded, internals=[(kind, layer)],
+                     target="the dog sat" if family == "encoder-decoder" else None)
+    internals = result.internals[(kind, layer)]
+    assert internals.value_out is not None, f"{family}: capture recorded no value_out"
+    f_x = direct_value_out(loaded, kind, layer, text,
+                           target=result.decoder.token_ids.tolist() if family == "encoder-decoder" else None)
+    assert internals.value_out.shape == f_x.shape
+    np.testing.assert_allclose(internals.value_out, f_x, atol=1e-5)
+    alpha = result.block(kind).pattern[layer]                                 # (H, T_q, T_k)
+    expected = alpha * np.linalg.norm(f_x, axis=-1)[:, None, :]
+    np.testing.assert_allclose(norm_based_from_internals(internals, per_head=True), expected, atol=1e-5)
+    summed = np.linalg.norm(np.einsum("hqk,hkd->qkd", alpha, f_x), axis=-1)
+    np.testing.assert_allclose(norm_based_from_internals(internals), summed, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the page (AppTest)
+
+PAGE = "pages/attention_flow.py"
+
+
+def chart_titles(at):
+    import json
+    titles = []
+    for chart in at.get("plotly_chart"):
+        layout = json.loads(chart.proto.spec).get("layout", {})
+        title = layout.get("title", {})
+        titles.append(title.get("text", "") if isinstance(title, dict) else str(title))
+    return titles
+
+
+def test_page_shows_the_four_methods_relevance_and_evolution(app_test):
+    at = app_test(PAGE, text="The unbelievably tired animal didn't cross the street.", layer="2")
+    assert not at.exception
+    titles = chart_titles(at)
+    for name in ("raw attention", "rollout", "flow", "norm-based"):
+        assert any(t.startswith(f"{name} · layer 2") for t in titles), titles
+    assert any(t.startswith("Where output 0 ([CLS])") for t in titles), titles
+    assert any(t.startswith("Rollout of output 0") for t in titles), titles
+    captions = " ".join(c.value for c in at.caption)
+    assert "at most **48 tokens**" in captions
+    assert at.query_params["pos"] == "0"
+
+
+def test_page_word_level_on_a_decoder_defaults_to_the_last_token(app_test, tiny_models):
+    text = "the quick brown fox jumps over the lazy dog"
+    at = app_test(PAGE, model=tiny_models["decoder"], text=text, words="1")
+    assert not at.exception
+    assert any("Word level" in info.value for info in at.info)
+    last = int(at.query_params["pos"])
+    assert at.selectbox(key="flow_pos").value == last
+    assert last == len(at.selectbox(key="flow_pos").options) - 1
+    assert len(chart_titles(at)) == 6
+
+
+def test_page_cross_attention_has_no_rollout_or_flow(app_test, tiny_models):
+    at = app_test(PAGE, model=tiny_models["encoder-decoder"], text="the dog sat", target="the cat",
+                  kind="cross")
+    assert not at.exception
+    titles = chart_titles(at)
+    assert not any(t.startswith(("rollout", "flow", "Rollout")) for t in titles), titles
+    assert any(t.startswith("norm-based") for t in titles) and any(t.startswith("raw") for t in titles)
+    assert "not defined for cross-attention" in " ".join(c.value for c in at.caption)
+
+
+def test_page_states_the_flow_limit_for_long_input(app_test):
+    at = app_test(PAGE, text="word " * 60)
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "flow is not computed" in captions and "62 tokens" in captions
+    assert not any(t.startswith("flow") for t in chart_titles(at))

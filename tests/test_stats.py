@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -327,3 +331,171 @@ def test_word_tokens_and_repeated_random_text():
         stats.repeated_random_text(wordpiece, max_tokens=7)
     pooled = stats.repeated_random_text(wordpiece, length=2, seed=0, pool=["Dog", "cat", "zebra"])
     assert sorted(pooled.split()[:2]) == ["cat", "dog"]
+
+
+# ------------------------------------------------------------------ stats figures
+
+def test_metric_grid_figure_axes_and_click_layer():
+    from viz import stats_figures as sf
+    grid = np.arange(6, dtype=float).reshape(2, 3)
+    fig = sf.metric_grid_figure(grid, metric="entropy", selected=(1, 2))
+    assert np.allclose(fig.data[0].z, grid)
+    assert fig.layout.yaxis.autorange == "reversed"
+    markers = fig.data[1]
+    assert [tuple(c) for c in markers.customdata] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert fig.layout.shapes[0].x0 == 1.5 and fig.layout.shapes[0].y0 == 0.5
+    event = {"selection": {"points": [{"customdata": [1, 2], "x": 2, "y": 1}]}}
+    assert sf.selected_head(event) == (1, 2)
+    assert sf.selected_head({"selection": {"points": []}}) is None
+
+
+def test_similarity_and_difference_figures():
+    from viz import stats_figures as sf
+    sim = stats.similarity_map(_two_cluster_pattern())
+    near = stats.nearest_heads(sim, 0, 0, k=2)
+    fig = sf.similarity_figure(sim.frame(), labels=pd.Series(["a"] * 6), selected=(0, 0), nearest=near)
+    assert [t.name for t in fig.data] == ["layer 0", "layer 1", "near", "selected"]
+    assert np.allclose(fig.data[0].x, sim.coords[:3, 0])
+    assert sf.selected_head({"selection": {"points": [{"customdata": ["1", "2", "a"]}]}}) == (1, 2)
+    diff = np.array([[0.5, -0.25], [0.0, 0.1]])
+    dfig = sf.difference_heatmap(diff, ["a", "a"], ["a", "b"], causal=True)
+    assert np.isnan(dfig.data[0].z[0, 1]) and dfig.data[0].z[0, 0] == 0.5
+    assert dfig.data[0].zmin == -0.5 and dfig.data[0].zmax == 0.5
+    assert list(dfig.layout.yaxis.tickvals) == [0, 1]
+
+
+# ------------------------------------------------------------------ CLI
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCE = "The keys, which Mary lost, were under the old sofa; weren't they?"
+
+
+def run_cli(*args, timeout=300):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "viz", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _independent_metrics(attn, special, punct):
+    """Loop-by-loop metrics from the definitions in the issue, for one head's (T, T) matrix."""
+    t = attn.shape[0]
+    rows = range(t)
+    ent = np.mean([-sum(p * math.log(p) for p in attn[i] if p > 0) for i in rows])
+    return {
+        "entropy": ent,
+        "special_share": np.mean([attn[i, special].sum() for i in rows]),
+        "punct_share": np.mean([attn[i, punct].sum() for i in rows]),
+        "self_share": np.mean([attn[i, i] for i in rows]),
+        "prev_share": np.mean([attn[i, i - 1] for i in range(1, t)]),
+        "next_share": np.mean([attn[i, i + 1] for i in range(t - 1)]),
+        "mean_distance": np.mean([sum(attn[i, j] * abs(i - j) for j in range(t)) for i in rows]),
+        "confidence": np.mean([attn[i].max() for i in rows]),
+    }
+
+
+def test_cli_matches_independently_recomputed_attention(tmp_path):
+    """The CLI's CSV against attention recomputed with plain transformers (eager) and loop metrics."""
+    import string
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from viz.models import embedded_model_dir
+
+    out = tmp_path / "m.csv"
+    p = run_cli("stats", "--text", SENTENCE, "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    got = pd.read_csv(out)
+    assert list(got.columns[:10]) == ["layer", "head", *stats.METRICS]
+    assert len(got) == 6 * 12
+
+    path = embedded_model_dir()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    enc = tok(SENTENCE, return_tensors="pt", return_special_tokens_mask=True)
+    with torch.no_grad():
+        att = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                    output_attentions=True).attentions
+    special = enc["special_tokens_mask"][0].numpy().astype(bool)
+    tokens = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    punct = np.array([all(c in string.punctuation for c in t) for t in tokens]) & ~special
+    assert punct.sum() >= 4                                  # , , ; ' ? in the sentence
+    worst = 0.0
+    for row in got.itertuples():
+        a = att[row.layer][0, row.head].double().numpy()
+        expected = _independent_metrics(a, special, punct)
+        worst = max(worst, max(abs(getattr(row, m) - expected[m]) for m in stats.METRICS))
+    assert worst <= 1e-4
+
+
+def cli_main(*args):
+    """The CLI in-process (same code path as `python -m viz`, without paying the torch import again)."""
+    from viz.cli import main
+    return main(list(args))
+
+
+def test_cli_tiny_models_pair_kind_corpus_detectors(tmp_path, tiny_models, capsys):
+    out = tmp_path / "pair.csv"
+    p = run_cli("stats", "--text", "the cat sat", "--pair", "the dog ran", "--model", tiny_models["encoder"],
+                "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    pair = pd.read_csv(out)
+    assert len(pair) == 2 * 4 and pair[["layer", "head"]].values.tolist()[:2] == [[0, 0], [0, 1]]
+    assert (pair["special_share"] > 0).all()                 # [CLS] and two [SEP]s
+
+    assert cli_main("stats", "--text", "the cat sat on the mat", "--model", tiny_models["decoder"],
+                    "--detectors", "--out", str(out)) == 0
+    dec = pd.read_csv(out)
+    assert dec["next_share"].abs().max() < 1e-6              # causal: no weight on the next token
+    assert {"previous_token", "duplicate_token", "induction"} <= set(dec.columns)
+
+    assert cli_main("stats", "--text", "the cat sat", "--model", tiny_models["encoder-decoder"],
+                    "--kind", "cross", "--out", str(out)) == 0
+    assert len(pd.read_csv(out)) == 2 * 4
+
+    corpus_file = tmp_path / "c.csv"
+    corpus_file.write_text("id,sentence\n1,the cat sat\n2,the dog ran quickly\n3,hello world\n", encoding="utf-8")
+    capsys.readouterr()
+    assert cli_main("stats", "--corpus", str(corpus_file), "--column", "sentence", "--max-texts", "2",
+                    "--model", tiny_models["encoder"], "--out", str(out)) == 0
+    assert "only the first 2 are used" in capsys.readouterr().err
+    mean = pd.read_csv(out)
+    assert (mean["n_texts"] == 2).all()
+    singles = []
+    for k, text in enumerate(("the cat sat", "the dog ran quickly")):
+        single = tmp_path / f"single{k}.csv"
+        assert cli_main("stats", "--text", text, "--model", tiny_models["encoder"], "--out", str(single)) == 0
+        singles.append(pd.read_csv(single))
+    np.testing.assert_allclose(mean["entropy"], (singles[0]["entropy"] + singles[1]["entropy"]) / 2, atol=1e-9)
+
+
+def test_cli_bad_input_in_a_real_process(tmp_path):
+    p = run_cli("stats", "--text", "hi", "--model", "/no/such/model/dir", "--out", str(tmp_path / "x.csv"))
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "/no/such/model/dir" in lines[0], p.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--text", "   "], "the text is empty"),
+    (["--corpus", "/no/such/file.txt"], "No corpus file"),
+    (["--text", "hi", "--kind", "cross"], "encoder models have no cross attention"),
+    (["--text", "hi", "--column", "x"], "--column goes with --corpus"),
+    (["--text", "hi", "--out-of-place"], "unrecognized arguments"),
+])
+def test_cli_bad_input_one_line(tmp_path, capsys, args, message):
+    out = tmp_path / "x.csv"
+    try:
+        code = cli_main("stats", *args, "--out", str(out))
+    except SystemExit as exc:                 # argparse usage errors exit by themselves
+        code = exc.code
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err
+    assert not out.exists()
+
+
+def test_cli_bad_output_folder(tmp_path, capsys):
+    assert cli_main("stats", "--text", "hi", "--out", str(tmp_path / "missing" / "x.csv")) != 0
+    assert "does not exist" in capsys.readouterr().err

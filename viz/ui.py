@@ -130,8 +130,24 @@ def compute(text: str, *, pair: str = "", target: str = "", model: str | None = 
     return None
 
 
+def _ensure_navigation() -> None:
+    """Make sure app.py (the sidebar and st.navigation) runs, even on a fresh server's first sub-page.
+
+    Streamlit runs files in pages/ directly, skipping app.py, while it believes
+    the app uses the old pages-directory mode, which it does until the first
+    st.navigation call in the process.  A shared link to /heatmap on a freshly
+    started classroom server would then show no sidebar: switch the mode and
+    rerun once, through app.py.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def get_result() -> AttentionResult | None:
     """The result for the sidebar's current input (shared cache); None after showing why."""
+    _ensure_navigation()
     _init_state()
     result = compute(_state("text", DEFAULT_TEXT), pair=_state("pair", ""), target=_state("target", ""),
                      model=_state("model", models.EMBEDDED))
@@ -151,6 +167,19 @@ def get_internals(kind: str, layer: int):
     if li is None:
         st.info("This model's attention internals cannot be recorded (only its weights).")
     return li
+
+
+def set_input(*, text: str, pair: str = "", target: str = "", model: str | None = None,
+              picks: dict | None = None) -> None:
+    """Make a gallery preset the applied input; call it from a widget callback (before the sidebar is built)."""
+    st.session_state.viz_initialised = True
+    if model is not None:
+        st.session_state.viz_model = allowed_model(model)
+    st.session_state.viz_text, st.session_state.viz_pair, st.session_state.viz_target = text, pair, target
+    for name, value in (picks or {}).items():
+        st.session_state[f"viz_{name}"] = value
+    for name in ("text", "pair", "target", "model_choice", "model_custom", *(picks or {})):
+        st.session_state.pop(f"w_{name}", None)  # the widgets re-read the viz_* state when rebuilt
 
 
 # ---------------------------------------------------------------- sidebar
@@ -249,10 +278,15 @@ def pick_layer_head(block: Block, *, allow_mean: bool = True, key_prefix: str = 
 
 # ---------------------------------------------------------------- output
 def explain(markdown: str, *, title: str = "What am I looking at?") -> None:
+    st.session_state["_viz_explained"] = True  # app.py's footer adds a general text only when a page has none
     with st.expander(title):
         st.markdown(markdown)
 
 
 def show_figure(fig, *, name: str, key: str | None = None, **kwargs):
     """st.plotly_chart with the PNG export button named after the view."""
-    return st.plotly_chart(fig, config=figures.export_config(name), key=key, **kwargs)
+    from viz import ui_share  # lazy: ui_share imports this module
+    ui_share.style_figure(fig)
+    shown = st.plotly_chart(fig, config=figures.export_config(name), key=key, **kwargs)
+    ui_share.svg_button(fig, name=name, key=key)
+    return shown

@@ -1,0 +1,54 @@
+"""Model view: every layer x head as a thumbnail; click one to open it large."""
+import streamlit as st
+
+from viz import figures, modelview, ui
+
+st.title("Model view")
+result = ui.get_result()
+if result is None:
+    st.stop()
+
+kind = ui.pick_kind(result)
+block = result.block(kind)
+MOSAIC_KEY = "model_view_mosaic"
+
+
+def _open_clicked() -> None:
+    """Selection callback: make the clicked thumbnail the picked layer and head."""
+    picked = modelview.thumbnail_from_selection(st.session_state.get(MOSAIC_KEY), block.n_heads)
+    if picked is None or not (0 <= picked[0] < block.n_layers):
+        return
+    # The shared layer/head pickers read these keys (see ui.pick_layer_head).
+    for name, value in zip(("layer", "head"), picked):
+        st.session_state[f"w_{name}"] = str(value)
+        st.session_state[f"viz_{name}"] = str(value)
+
+
+scale = st.radio("Colour scale", ["each head", "shared"], horizontal=True, key="w_mv_scale",
+                 help="'each head' scales every thumbnail to its own maximum so faint heads show their "
+                      "structure; 'shared' uses one scale so thumbnails can be compared.")
+mosaic_slot = st.container()
+st.subheader("Open head")
+layer, head = ui.pick_layer_head(block, allow_mean=True)
+
+with mosaic_slot:
+    # gamma 0.5 (a square-root scale): a few strong weights (often on [CLS]/[SEP]) would
+    # otherwise leave the rest of each thumbnail white.
+    fig = modelview.model_view_figure(block, normalize="head" if scale == "each head" else "global",
+                                      gamma=0.5, selected=None if head is None else (layer, head))
+    st.caption("Rows are layers, columns are heads (square-root colour scale). "
+               "Click a thumbnail to open it below.")
+    ui.show_figure(fig, name=f"model_view_{kind}", key=MOSAIC_KEY, on_select=_open_clicked,
+                   selection_mode="points")
+
+pattern = block.pattern[layer].mean(axis=0) if head is None else block.pattern[layer, head]
+title = f"{ui.KIND_LABELS[kind]} · layer {layer} · " + ("mean of heads" if head is None else f"head {head}")
+big = figures.attention_heatmap(pattern, block.queries.labels, block.keys.labels, causal=block.causal, title=title)
+ui.show_figure(big, name=f"attention_{kind}_L{layer}_{'mean' if head is None else f'H{head}'}")
+
+ui.explain(
+    "The grid shows the attention pattern of every head in every layer at once, shrunk to a thumbnail "
+    "(each pixel is the mean weight of a block of query x key positions; query tokens run down, key tokens "
+    "across). Diagonal stripes are heads that look at nearby tokens; vertical lines are heads that attend "
+    "to one token (often [CLS], [SEP] or punctuation) from everywhere. Click a thumbnail, or pick a layer and "
+    "head, to open it with token labels and exact weights on hover.")

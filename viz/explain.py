@@ -1,0 +1,178 @@
+"""The "What am I looking at?" texts of every page, and the glossary (plain strings, no streamlit).
+
+Grounded in the classic account of the Transformer (Vaswani et al. 2017,
+"Attention Is All You Need") and the attention-analysis papers the views
+follow.  Texts are keyed by page url path; :func:`for_page` falls back to a
+general text so a new page always has one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Term:
+    term: str
+    definition: str
+
+
+# The ideas every page leans on, each one sentence a teacher can read aloud.
+CORE_IDEAS: tuple[tuple[str, str], ...] = (
+    ("Queries, keys and values",
+     "Every token's vector is projected three ways: a **query** (what am I looking for?), a **key** (what do I "
+     "offer?) and a **value** (what do I pass on?). A token's attention to another is the dot product of its "
+     "query with the other's key, scaled by 1/√d_k, turned into weights by a softmax; its output is the "
+     "weighted sum of the values."),
+    ("Many heads, many relations",
+     "A layer runs several heads side by side, each with its own smaller projections (a subspace of the "
+     "vector). Different heads can learn different relations: the previous word, the verb's subject, "
+     "the end of the sentence. Their outputs are concatenated and mixed by W_O."),
+    ("Encoder, decoder, cross attention",
+     "An encoder reads the whole input and every token may look at every other. A decoder writes one token "
+     "at a time and may only look back (a causal mask). In an encoder-decoder model (translation), the "
+     "decoder's **cross attention** lets each output token look at the encoder's tokens."),
+    ("One step connects any two tokens, all in parallel",
+     "Unlike a recurrent network, attention links any two positions in a single layer, however far apart, "
+     "and every position is computed at the same time (one matrix product), which is why Transformers train "
+     "fast on parallel hardware."),
+    ("A window, not an explanation",
+     "Attention weights show where a head reads from, not why the model decided something: values are "
+     "mixed, later layers and the feed-forward blocks transform them again, and a high weight on [SEP] or a "
+     "full stop often means 'nothing to do here'. Use the views as a window on what the model learned, "
+     "with that limit in mind."),
+    ("Trained positions limit the length",
+     "A model knows only the positions it was trained on (512 tokens for BERT-like models, 1024 for GPT-2). "
+     "Longer text is cut at that limit: the app tells you how many tokens were dropped."),
+    ("Cost grows with the square of the length",
+     "Every token attends to every token: n tokens make n × n weights per head and layer. Twice the text is "
+     "four times the work and memory; efficient-attention variants (sliding windows, sparse or low-rank "
+     "patterns) trade some of that away."),
+)
+
+
+def core_ideas_markdown(*names: str) -> str:
+    """Selected core ideas (all of them when no name is given) as a markdown list."""
+    chosen = [(t, d) for t, d in CORE_IDEAS if not names or t in names]
+    return "\n".join(f"- **{t}.** {d}" for t, d in chosen)
+
+
+_QKV = CORE_IDEAS[0][0]
+_HEADS = CORE_IDEAS[1][0]
+_ENCDEC = CORE_IDEAS[2][0]
+_PARALLEL = CORE_IDEAS[3][0]
+_WINDOW = CORE_IDEAS[4][0]
+_LENGTH = CORE_IDEAS[5][0]
+_SQUARE = CORE_IDEAS[6][0]
+
+PAGE_TEXTS: dict[str, str] = {
+    "home": (
+        "You typed a text; the model split it into **tokens** (words or pieces of words, plus special tokens "
+        "like [CLS] and [SEP]) and ran it through all its layers at once, keeping every attention weight.\n\n"
+        + core_ideas_markdown(_QKV, _PARALLEL, _LENGTH)),
+    "heatmap": (
+        "One square per (query, key) pair: the row is the token that is **looking**, the column the token it "
+        "looks **at**, and the colour is the softmax weight. Each row sums to 1. Pick *mean of all heads* to "
+        "see the layer as a whole, or one head to see one learned relation.\n\n"
+        + core_ideas_markdown(_QKV, _HEADS, _SQUARE)),
+    "head_view": (
+        "Lines from each token on the left to the tokens it attends to on the right; thicker means more "
+        "weight. Each colour is a head: several heads of one layer can be shown together to compare what "
+        "they attend to.\n\n" + core_ideas_markdown(_HEADS, _PARALLEL, _WINDOW)),
+    "model_view": (
+        "A thumbnail of every head in every layer (rows are layers, columns are heads). Look for families of "
+        "patterns: diagonal stripes (previous or next token), vertical bars (everyone looks at [SEP] or a "
+        "full stop), broad blurs (bag of words in the first layers).\n\n"
+        + core_ideas_markdown(_HEADS, _WINDOW)),
+    "compare_heads": (
+        "Numbers per head that summarise its pattern: how spread out it is (entropy), how confident "
+        "(its largest weight), how much goes to special tokens, the previous or the next token. Heads close "
+        "together in the similarity map attend in similar ways.\n\n" + core_ideas_markdown(_HEADS, _WINDOW)),
+    "attention_flow": (
+        "Raw attention shows one layer. But a token's vector after layer 3 already mixes others, so what did "
+        "the input tokens contribute overall? **Rollout** multiplies the layers' patterns (with the residual "
+        "connection as 0.5·I); **flow** treats the layers as a network of pipes; **norm-based** weighs each "
+        "weight by how large the value vector it carries is.\n\n" + core_ideas_markdown(_WINDOW, _PARALLEL)),
+    "efficient_attention": (
+        "Full attention costs n² per head. Efficient variants keep only part of the pattern: a sliding "
+        "window, a few global tokens, random links, hashing buckets, or a low-rank projection. Here they are "
+        "applied to this model's real scores, so you can see what each keeps and loses.\n\n"
+        + core_ideas_markdown(_SQUARE, _LENGTH)),
+    "attention_math": (
+        "The arithmetic of one head for one token, with the real numbers the model used. The query token's "
+        "vector q is compared with every key k_j by a dot product, scaled by 1/√d_k so the softmax does not "
+        "saturate when vectors are long, masked where the token may not look (the future in a decoder, "
+        "padding), and turned into weights by a softmax. The head's output is the weighted sum of the value "
+        "vectors v_j. The check at the end compares our softmax with the weights the model returned.\n\n"
+        + core_ideas_markdown(_QKV, _HEADS, _ENCDEC)),
+    "gallery": (
+        "Ready-made inputs that show phenomena people have found in attention heads: pronouns linked to "
+        "their noun, verbs to their subject, heads that copy a repeated sequence (induction heads), "
+        "[SEP] and punctuation as a resting place, and what happens past the trained length. Each preset "
+        "sets the input, opens the right view and says what to look for.\n\n"
+        + core_ideas_markdown(_HEADS, _WINDOW, _LENGTH)),
+    "glossary": "Short definitions of the words the pages use, and the ideas behind them.",
+}
+
+GENERAL_TEXT = ("Each view shows the attention weights captured from the model as it read your text: how much "
+                "each token (the query) draws from every other token (the keys), per layer and head.\n\n"
+                + core_ideas_markdown(_QKV, _WINDOW))
+
+
+def for_page(url_path: str | None) -> str:
+    """The "What am I looking at?" text of a page (a general one for pages without their own)."""
+    return PAGE_TEXTS.get((url_path or "").strip("/") or "home", GENERAL_TEXT)
+
+
+GLOSSARY: tuple[Term, ...] = (
+    Term("token", "A piece of text the model reads as one unit: a word, part of a word (##ing, Ġthe) or a "
+                  "special marker."),
+    Term("special tokens", "Markers the tokenizer adds: [CLS] at the start and [SEP] between and after "
+                           "sentences (BERT), <s> and </s> (BART, T5), <|endoftext|> (GPT-2)."),
+    Term("embedding", "The vector a token starts as (token plus position); each layer updates it."),
+    Term("hidden state", "A token's vector between layers (d_model numbers). The input vectors of a layer."),
+    Term("query (q)", "What a token is looking for: its hidden state times W_Q."),
+    Term("key (k)", "What a token offers to be found by: its hidden state times W_K."),
+    Term("value (v)", "What a token passes on when attended to: its hidden state times W_V."),
+    Term("W_Q, W_K, W_V", "The learned projection matrices of a head, each d_model × d_head."),
+    Term("W_O", "The learned matrix that mixes the heads' concatenated outputs back to d_model."),
+    Term("d_model", "The width of the hidden states (384 for the embedded model, 768 for BERT-base)."),
+    Term("d_k, d_head", "The width of one head's queries and keys (d_model divided by the number of heads)."),
+    Term("score", "A pre-softmax number: the scaled dot product q·k_j (plus a position bias in T5)."),
+    Term("scaled dot product", "q·k divided by √d_k, so scores do not grow with the vector width and the "
+                               "softmax keeps useful gradients."),
+    Term("softmax", "Turns a row of scores into positive weights that sum to 1: exp(s_j) / Σ exp(s_i)."),
+    Term("attention weight, pattern", "The softmax output: how much the query token draws from each key "
+                                      "token. A head's pattern is a query × key matrix."),
+    Term("mask", "Positions a token may not attend to, set to −∞ before the softmax: the future in a "
+                 "decoder (causal mask) or padding."),
+    Term("head", "One attention computation with its own W_Q, W_K, W_V; a layer runs several in parallel."),
+    Term("multi-head attention", "Several heads side by side, each in its own subspace, so a layer can track "
+                                 "several relations at once."),
+    Term("layer", "One block of multi-head attention plus a feed-forward network, with residual connections "
+                  "and normalisation. Models stack 6 to 24 or more."),
+    Term("self-attention", "Tokens of one sequence attending to tokens of the same sequence."),
+    Term("cross attention", "In an encoder-decoder model: decoder tokens (queries) attending to encoder "
+                            "tokens (keys and values)."),
+    Term("encoder", "A stack that reads the whole input; every token sees every other (BERT)."),
+    Term("decoder", "A stack that generates left to right; each token sees only earlier ones (GPT-2)."),
+    Term("encoder-decoder", "An encoder for the source and a decoder for the output linked by cross "
+                            "attention (T5, BART, translation models)."),
+    Term("causal", "Looking only backwards: a decoder's token i attends to positions 0..i."),
+    Term("position embedding, trained positions", "How the model knows word order. A model only knows the "
+                                                 "positions it was trained on, so input is cut at that length."),
+    Term("position bias", "T5's way of encoding order: a learned number added to each score depending on "
+                          "the distance between query and key (and no 1/√d_k scaling)."),
+    Term("truncation", "Dropping the tokens past the model's limit; the app says how many."),
+    Term("entropy", "How spread out a row of weights is: 0 when all weight is on one key, high when even."),
+    Term("attention sink", "A token ([CLS], [SEP], a full stop, BOS) that many heads put their weight on when "
+                           "they have nothing specific to attend to."),
+    Term("induction head", "A head that, on a repeated sequence, attends to the token after the previous "
+                           "occurrence of the current token, so the model can copy (Olsson et al. 2022)."),
+    Term("rollout", "Attention multiplied through the layers (with 0.5·I for the residual) to estimate how "
+                    "much each input token reaches the output (Abnar and Zuidema 2020)."),
+    Term("quadratic cost", "n tokens give n² weights per head and layer: double the text, four times the work."),
+)
+
+
+def glossary_markdown() -> str:
+    return "\n".join(f"- **{t.term}**: {t.definition}" for t in GLOSSARY)
