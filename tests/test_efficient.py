@@ -328,7 +328,7 @@ def test_grid_detail_and_tables():
     grid = eff.pattern_grid(approx, labels, labels, max_cells=20)
     assert len(grid.data) == len(ef.PATTERNS)
     titles = [a.text for a in grid.layout.annotations]
-    assert titles == [eff.title_of(p) for p in ef.PATTERNS]
+    assert titles == [eff.short_title_of(p) for p in ef.PATTERNS]
     win = ef.PATTERNS.index(ef.WINDOW)
     assert np.allclose(np.asarray(grid.data[win].z), eff.pool_matrix(approx[win].pattern, max_cells=20,
                                                                       sum_keys=True)[0], atol=1e-6)

@@ -329,3 +329,14 @@ def test_page_states_the_flow_limit_for_long_input(app_test):
     captions = " ".join(c.value for c in at.caption)
     assert "flow is not computed" in captions and "62 tokens" in captions
     assert not any(t.startswith("flow") for t in chart_titles(at))
+
+
+def test_cli_flags_on_an_encoder_decoder(tmp_path, tiny_models):
+    data = run_capture(tmp_path, "--word-level", "--rollout", model=tiny_models["encoder-decoder"])
+    n_enc, n_dec = len(data["encoder_tokens"]), len(data["decoder_tokens"])
+    assert data["encoder_attentions"].shape[-2:] == (n_enc, n_enc)
+    assert data["cross_attentions"].shape[-2:] == (n_dec, n_enc)
+    assert data["rollout"].shape[1:] == (n_enc, n_enc)
+    assert np.abs(data["rollout"] - loop_rollout(data["encoder_attentions"])).max() <= 1e-5
+    assert np.abs(data["decoder_rollout"] - loop_rollout(data["decoder_attentions"])).max() <= 1e-5
+    np.testing.assert_array_equal(np.triu(data["decoder_rollout"], 1), 0.0)

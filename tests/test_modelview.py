@@ -101,6 +101,10 @@ def test_thumbnail_from_selection_shapes():
     points = [{"curve_number": 1, "point_index": 7, "customdata": [1, 3]}]
     assert thumbnail_from_selection({"selection": {"points": points}}, 4) == (1, 3)
     assert thumbnail_from_selection({"points": [{"curve_number": 1, "point_index": 7}]}, 4) == (1, 3)
+    assert thumbnail_from_selection([{"curve_number": 1, "customdata": [2, 1]}], 4) == (2, 1)
+    # customdata that arrived as an undecoded typed array is ignored, the index is enough
+    assert thumbnail_from_selection([{"curve_number": 1, "point_index": 5,
+                                      "customdata": {"dtype": "i1", "bdata": "AQI="}}], 4) == (1, 1)
     assert thumbnail_from_selection([{"curve_number": 0, "point_index": 2}], 4) is None
     assert thumbnail_from_selection({"selection": {"points": []}}, 4) is None
     assert thumbnail_from_selection(None, 4) is None

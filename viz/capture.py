@@ -8,9 +8,10 @@ modules that touch torch.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -18,15 +19,53 @@ import torch
 from viz import attention_fn
 from viz.models import LoadedModel, ModelError, load_model
 from viz.result import AttentionResult, LayerInternals, TokenSeq
+from viz.settings import SETTINGS
 
 MAX_NEW_TOKENS = 40          # greedy decoding bound when no target is given
 MAX_INPUT_CHARS = int(os.environ.get("VIZ_MAX_CHARS", "200000"))
 
 # Several sessions pressing Run at once would each use every core and thrash;
 # at most VIZ_CONCURRENT_RUNS forward passes run together, the rest wait.
-_RUNS = threading.BoundedSemaphore(int(os.environ.get("VIZ_CONCURRENT_RUNS", "1")))
-if os.environ.get("VIZ_TORCH_THREADS"):
-    torch.set_num_threads(int(os.environ["VIZ_TORCH_THREADS"]))
+_RUNS = threading.BoundedSemaphore(SETTINGS.concurrent_runs)
+_QUEUE_LOCK = threading.Lock()
+_QUEUE = {"running": 0, "waiting": 0}   # for the "N students ahead" message only
+if SETTINGS.torch_threads:
+    torch.set_num_threads(SETTINGS.torch_threads)
+
+
+class BusyError(ModelError):
+    """No free slot for a forward pass within VIZ_RUN_WAIT_S seconds."""
+
+
+@contextlib.contextmanager
+def run_slot(*, on_wait: Callable[[int], None] | None = None, timeout: float | None = None):
+    """Hold one of the VIZ_CONCURRENT_RUNS forward-pass slots.
+
+    When none is free, ``on_wait(n_ahead)`` is called once before blocking, so a
+    page can say "waiting for a free slot" instead of a silent spinner.
+    """
+    timeout = SETTINGS.run_wait_s if timeout is None else timeout
+    if not _RUNS.acquire(blocking=False):
+        with _QUEUE_LOCK:
+            ahead = _QUEUE["running"] + _QUEUE["waiting"]
+            _QUEUE["waiting"] += 1
+        try:
+            if on_wait is not None:
+                on_wait(max(1, ahead))
+            got = _RUNS.acquire(timeout=timeout)
+        finally:
+            with _QUEUE_LOCK:
+                _QUEUE["waiting"] -= 1
+        if not got:
+            raise BusyError(f"The server is busy ({ahead} runs ahead of yours); press Run again in a minute")
+    with _QUEUE_LOCK:
+        _QUEUE["running"] += 1
+    try:
+        yield
+    finally:
+        with _QUEUE_LOCK:
+            _QUEUE["running"] -= 1
+        _RUNS.release()
 
 
 class InputError(ValueError):
@@ -182,12 +221,14 @@ def _internals(recorder, loaded: LoadedModel) -> dict:
 def capture(text: str, *, pair: str | None = None, target: str | None = None,
             model: str | LoadedModel | None = None,
             internals: bool | Iterable[tuple[str, int]] = False,
-            max_new_tokens: int = MAX_NEW_TOKENS) -> AttentionResult:
+            max_new_tokens: int = MAX_NEW_TOKENS,
+            on_wait: Callable[[int], None] | None = None) -> AttentionResult:
     """Run ``text`` through ``model`` (default: the embedded model) and capture every layer's attention.
 
     ``pair``: a second sentence (encoders; BERT-style segment ids).  ``target``:
     the decoder's text for encoder-decoder models (greedy output when omitted).
     ``internals``: True, or the (kind, layer) sites whose q/k/v/scores to record.
+    ``on_wait``: called with the number of runs ahead when the forward pass must wait for a slot.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     info = loaded.info
@@ -205,7 +246,7 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
         model_inputs.pop("token_type_ids")
     source = _token_seq(loaded.tokenizer, enc)
 
-    with _RUNS, torch.inference_mode():
+    with run_slot(on_wait=on_wait), torch.inference_mode():
         if info.family != "encoder-decoder":
             with attention_fn.recording(loaded.sites, wanted) if do_record else _null() as recorder:
                 out = loaded.model(**model_inputs, output_attentions=True)

@@ -67,6 +67,12 @@ class MethodInfo:
     how: str        # what the pattern does
     assumes: str    # what must be true of attention for it to work
     breaks: str     # where it fails
+    short: str = ""  # label for small panels
+
+
+SHORT_TITLES = {FULL: "Full", WINDOW: "Window", DILATED: "Dilated", LONGFORMER: "Longformer", BIGBIRD: "BigBird",
+                BLOCK: "Block", LSH: "LSH", LINFORMER: "Linformer", LOWRANK: "Rank-k bound",
+                SYNTHESIZER: "Synthesizer"}
 
 
 METHODS = (
@@ -109,6 +115,7 @@ METHODS = (
                "Token mixing does not need query-key interaction.",
                "It cannot follow the text: compare its error with the data-dependent patterns."),
 )
+METHODS = tuple(MethodInfo(m.key, m.title, m.how, m.assumes, m.breaks, SHORT_TITLES[m.key]) for m in METHODS)
 METHOD_INFO = {m.key: m for m in METHODS}
 
 

@@ -20,7 +20,6 @@ from viz.efficient import (FIXED_PATTERNS, METHOD_INFO, CostRow, HeadSummary, La
 GRID_COLS = 5
 POOL_CELLS = 64          # grid panels are pooled to at most this many cells per axis
 ATTENTION_SCALE = "Blues"
-SIGNED_SCALE = "RdBu_r"
 PATTERN_COLORS = {
     "full": "#222222", "window": "#1f77b4", "dilated": "#17becf", "longformer": "#2ca02c",
     "bigbird": "#98df8a", "block": "#9467bd", "lsh": "#ff7f0e", "linformer": "#d62728",
@@ -31,6 +30,20 @@ PATTERN_COLORS = {
 def title_of(name: str) -> str:
     info = METHOD_INFO.get(name)
     return info.title if info else name
+
+
+def short_title_of(name: str) -> str:
+    info = METHOD_INFO.get(name)
+    return info.short if info and info.short else name
+
+
+def _signed_scale(zmin: float, zmax: float) -> list:
+    """Blues for attention, reds for the (few, small) negative entries, white at zero."""
+    if zmin >= 0:
+        return ATTENTION_SCALE
+    zero = -zmin / (zmax - zmin)
+    return [[0.0, "rgb(178,24,43)"], [zero, "rgb(255,255,255)"], [min(1.0, zero + (1 - zero) * 0.5),
+            "rgb(107,174,214)"], [1.0, "rgb(8,48,107)"]]
 
 
 def _label(s) -> str:
@@ -77,16 +90,15 @@ def pattern_grid(approximations, query_labels, key_labels, *, show: str = "patte
                  max_cells: int = POOL_CELLS, cols: int = GRID_COLS) -> go.Figure:
     """Small multiples: one heatmap per pattern of its mask (``show="mask"``) or of the attention it produces.
 
-    All panels share one colour axis; it is diverging only when some panel is
-    signed (the low-rank bound), so ordinary attention stays on a white-to-blue scale.
+    All panels share one colour axis so they compare: white to blue for
+    attention, red below zero (only the low-rank bound can go negative).
     """
     approximations = tuple(approximations)
     n = len(approximations)
     n_rows = int(np.ceil(n / cols))
-    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=[title_of(a.name) for a in approximations],
+    fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=[short_title_of(a.name) for a in approximations],
                         horizontal_spacing=0.03, vertical_spacing=0.12 / max(1, n_rows - 1) + 0.06)
-    signed = show != "mask" and any(float(a.pattern.min()) < -1e-9 for a in approximations)
-    zmax = 1.0
+    zmin, zmax = 0.0, 1.0
     pooled_all = []
     for a in approximations:
         if show == "mask":
@@ -95,7 +107,8 @@ def pattern_grid(approximations, query_labels, key_labels, *, show: str = "patte
             z, qe, ke = pool_matrix(a.pattern, max_cells=max_cells, sum_keys=True)
         pooled_all.append((z, qe, ke))
     if show != "mask":
-        zmax = max(1e-9, max(float(np.nanmax(np.abs(z))) for z, _, _ in pooled_all))
+        zmax = max(1e-9, max(float(np.nanmax(z)) for z, _, _ in pooled_all))
+        zmin = min(0.0, min(float(np.nanmin(z)) for z, _, _ in pooled_all))
     for i, (a, (z, qe, ke)) in enumerate(zip(approximations, pooled_all)):
         r, c = divmod(i, cols)
         hover = ("queries %{customdata[0]}<br>keys %{customdata[1]}<br>"
@@ -111,10 +124,9 @@ def pattern_grid(approximations, query_labels, key_labels, *, show: str = "patte
         fig.update_xaxes(showticklabels=False, row=r + 1, col=c + 1)
     if show == "mask":
         coloraxis = dict(colorscale="Greys", cmin=0, cmax=1, colorbar=dict(title="allowed"))
-    elif signed:
-        coloraxis = dict(colorscale=SIGNED_SCALE, cmin=-zmax, cmax=zmax, colorbar=dict(title="weight"))
     else:
-        coloraxis = dict(colorscale=ATTENTION_SCALE, cmin=0, cmax=zmax, colorbar=dict(title="weight"))
+        # one scale for all panels so they compare; negatives (low-rank bound only) in red
+        coloraxis = dict(colorscale=_signed_scale(zmin, zmax), cmin=zmin, cmax=zmax, colorbar=dict(title="weight"))
     pooled = len(pooled_all[0][1]) - 1 < len(query_labels) if pooled_all else False
     note = " (pooled: each cell is a group of positions)" if pooled else ""
     fig.update_layout(coloraxis=coloraxis, height=230 * n_rows + 60, margin=dict(l=10, r=10, t=50, b=10),
@@ -132,8 +144,8 @@ def detail_figure(original: np.ndarray, approximation, query_labels, key_labels,
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.06,
                         subplot_titles=("Original attention", f"Mask: {title_of(approximation.name)}",
                                         "Attention it produces"))
-    zmax = max(float(np.abs(orig).max()), float(np.abs(approx).max()), 1e-9)
-    signed = float(approx.min()) < -1e-9
+    zmax = max(float(orig.max()), float(approx.max()), 1e-9)
+    zmin = min(0.0, float(approx.min()))
     xv, xt = _axis_ticks(ke, key_labels)
     yv, yt = _axis_ticks(qe, query_labels)
     for c, (z, axis, label) in enumerate(((orig, "coloraxis", "weight"), (mask, "coloraxis2", "allowed"),
@@ -145,8 +157,8 @@ def detail_figure(original: np.ndarray, approximation, query_labels, key_labels,
         fig.update_yaxes(tickmode="array", tickvals=yv, ticktext=yt if c == 1 else [""] * len(yv),
                          autorange="reversed", row=1, col=c)
     fig.update_layout(
-        coloraxis=dict(colorscale=SIGNED_SCALE if signed else ATTENTION_SCALE, cmin=-zmax if signed else 0,
-                       cmax=zmax, colorbar=dict(title="weight", x=1.0)),
+        coloraxis=dict(colorscale=_signed_scale(zmin, zmax), cmin=zmin, cmax=zmax,
+                       colorbar=dict(title="weight", x=1.0)),
         coloraxis2=dict(colorscale="Greys", cmin=0, cmax=1, showscale=False),
         height=460, margin=dict(l=10, r=10, t=40, b=10))
     return fig
@@ -233,7 +245,9 @@ def cost_figure(rows: tuple[CostRow, ...], *, mark_length: int | None = None) ->
         for c, attr in enumerate(("score_entries", "flops", "memory_bytes"), start=1):
             fig.add_trace(go.Scatter(x=x, y=[getattr(r, attr) for r in sel], mode="lines+markers",
                                      name=title_of(name), legendgroup=name, showlegend=c == 1,
-                                     line=dict(color=PATTERN_COLORS.get(name))), row=1, col=c)
+                                     line=dict(color=PATTERN_COLORS.get(name),
+                                               dash="dot" if name == "synthesizer" else None)),
+                          row=1, col=c)
     for c in (1, 2, 3):
         fig.update_xaxes(type="log", title="tokens", row=1, col=c)
         fig.update_yaxes(type="log", row=1, col=c)
@@ -254,8 +268,9 @@ def bench_figure(bench) -> go.Figure:
                                  name=label, line=dict(color=color)))
     skipped = ", ".join(str(n) for n in bench.skipped) or "none"
     fig.update_layout(
-        title=f"Measured on this machine: one head, d={bench.d_head}, {bench.threads} torch thread(s); "
-              f"budget {bench.budget_s:.1f} s, used {bench.elapsed_s:.2f} s; skipped lengths: {skipped}",
+        title=f"Measured on this machine: full vs windowed attention, one head<br><sub>d={bench.d_head}, "
+              f"{bench.threads} torch thread(s); time budget {bench.budget_s:.1f} s, used {bench.elapsed_s:.2f} s; "
+              f"lengths not measured: {skipped}</sub>",
         xaxis=dict(type="log", title="tokens"), yaxis=dict(type="log", title="milliseconds"),
         height=380, margin=dict(l=10, r=10, t=60, b=10))
     return fig

@@ -145,7 +145,9 @@ def model_view_figure(block: Block, *, thumb: int = THUMB, normalize: str = "hea
                            hoverinfo="skip", name="mosaic"))
     fig.add_trace(go.Scatter(
         x=centers[:, 0], y=centers[:, 1], mode="markers", name="heads",
-        customdata=np.stack([layer_idx, head_idx], axis=-1),
+        # a plain list: numpy arrays travel as base64 typed arrays, which selection events
+        # then report as an undecoded object
+        customdata=[[int(l_), int(h_)] for l_, h_ in zip(layer_idx, head_idx)],
         marker=dict(symbol="square", size=1, opacity=0),
         selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
         hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>click to open<extra></extra>",
@@ -190,10 +192,10 @@ def thumbnail_from_selection(selection, n_heads: int) -> tuple[int, int] | None:
     for point in points or []:
         if point.get("curve_number", 1) != 1:
             continue
-        custom = point.get("customdata")
-        if custom is not None and len(custom) >= 2:
-            return int(custom[0]), int(custom[1])
         index = point.get("point_index", point.get("point_number"))
         if index is not None:
             return divmod(int(index), n_heads)
+        custom = point.get("customdata")
+        if isinstance(custom, (list, tuple)) and len(custom) >= 2:
+            return int(custom[0]), int(custom[1])
     return None

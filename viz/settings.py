@@ -6,7 +6,9 @@ VIZ_ALLOWED_MODELS     comma-separated hub ids / local folders students may pick
 VIZ_MAX_TOKENS         tokens per input the app accepts (default 512).
 VIZ_CACHE_MB           memory for cached results shared by all sessions (default 1024).
 VIZ_CONCURRENT_RUNS    forward passes allowed at once; the rest wait (default 1).
-VIZ_TORCH_THREADS      torch threads per forward pass (default: torch's choice).
+VIZ_TORCH_THREADS      torch threads per forward pass (default: torch's choice; 1 in server mode on a
+                       machine of up to 4 cores, else half the cores, so Streamlit keeps a core).
+VIZ_RUN_WAIT_S         longest a run waits for a free slot before a "server busy" message (default 300).
 VIZ_UPLOAD_MAX_LINES   texts per corpus upload (default 500; 200 in server mode).
 """
 from __future__ import annotations
@@ -26,6 +28,9 @@ class Settings:
     max_tokens: int
     cache_mb: int
     upload_max_lines: int
+    concurrent_runs: int = 1
+    torch_threads: int | None = None   # None: leave torch's default
+    run_wait_s: float = 300.0
 
 
 def load() -> Settings:
@@ -37,7 +42,21 @@ def load() -> Settings:
         max_tokens=int(os.environ.get("VIZ_MAX_TOKENS", "512")),
         cache_mb=int(os.environ.get("VIZ_CACHE_MB", "1024")),
         upload_max_lines=int(os.environ.get("VIZ_UPLOAD_MAX_LINES", "200" if server else "500")),
+        concurrent_runs=max(1, int(os.environ.get("VIZ_CONCURRENT_RUNS", "1"))),
+        torch_threads=_torch_threads(server),
+        run_wait_s=float(os.environ.get("VIZ_RUN_WAIT_S", "300")),
     )
+
+
+def _torch_threads(server: bool) -> int | None:
+    # A classroom server runs Streamlit's own work (sessions, websockets, figures)
+    # next to the forward passes: torch must not take every core.
+    if os.environ.get("VIZ_TORCH_THREADS", "").strip():
+        return max(1, int(os.environ["VIZ_TORCH_THREADS"]))
+    if not server:
+        return None
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 4 else cores // 2
 
 
 SETTINGS = load()

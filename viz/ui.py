@@ -102,9 +102,10 @@ def loaded_model(name: str | None = None) -> models.LoadedModel | None:
     return None
 
 
-def _run_capture(loaded, text, pair, target, internals):
+def _run_capture(loaded, text, pair, target, internals, on_wait=None):
     from viz.capture import capture
-    return capture(text, pair=pair or None, target=target or None, model=loaded, internals=internals)
+    return capture(text, pair=pair or None, target=target or None, model=loaded, internals=internals,
+                   on_wait=on_wait)
 
 
 def compute(text: str, *, pair: str = "", target: str = "", model: str | None = None,
@@ -120,8 +121,18 @@ def compute(text: str, *, pair: str = "", target: str = "", model: str | None = 
         cached = _RESULTS.get(key)
         if cached is not None:
             return cached
-        with st.spinner("Running the model…"):
-            return _RESULTS.get_or_compute(key, lambda: _run_capture(loaded, text, pair, target, internals))
+        # When another session holds the forward-pass slot, say so (a class pressing Run together).
+        waiting = st.empty()
+
+        def on_wait(ahead: int) -> None:
+            waiting.info(f"Waiting for a free slot ({ahead} {'student' if ahead == 1 else 'students'} ahead)…",
+                         icon="⏳")
+        try:
+            with st.spinner("Running the model…"):
+                return _RESULTS.get_or_compute(
+                    key, lambda: _run_capture(loaded, text, pair, target, internals, on_wait=on_wait))
+        finally:
+            waiting.empty()
     except (InputError, models.ModelError) as exc:
         st.warning(str(exc))
     except Exception as exc:  # noqa: BLE001
