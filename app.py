@@ -1,6 +1,5 @@
 """Entry point: `streamlit run app.py`. Builds the shared sidebar, then runs the chosen page."""
 import streamlit as st
-print("APP START", flush=True)
 
 from viz import ui, ui_share
 
@@ -20,10 +19,7 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-print("NAV", page.url_path, flush=True)
 ui.sidebar()
-print("SIDEBAR DONE", flush=True)
 ui_share.apply_presentation()
 page.run()
-print("RUN DONE", flush=True)
 ui_share.footer(page)

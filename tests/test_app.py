@@ -78,3 +78,14 @@ def test_bad_model_is_a_message_not_a_crash(app_test):
     at = app_test(model="/definitely/not/here")
     assert not at.exception
     assert any("No model folder" in e.value for e in at.error)
+
+
+def test_heatmap_view_options(app_test):
+    at = app_test("pages/heatmap.py", text="unbelievably tokenization works", words=1, nospecial=1)
+    assert not at.exception
+    assert at.toggle(key="w_words").value and at.toggle(key="w_nospecial").value
+    captions = " ".join(c.value for c in at.caption)
+    assert "Word level" in captions and "renormalised" in captions
+    at.radio[0].set_value("max").run()  # head combination is wired even when disabled
+    at.checkbox[0].check().run()
+    assert not at.exception

@@ -224,3 +224,48 @@ def test_512_tokens_stays_under_3_mb():
     shown = sum(1 for w in np.frombuffer(base64.b64decode(layer["weights"]), np.uint8)
                 if w >= round(layer["threshold"] * 255))
     assert 0 < shown <= 25_000                          # the first draw stays fast
+
+
+# ------------------------------------------------------------------ page wiring (AppTest)
+def _view_payload(at) -> dict:
+    frames = at.get("iframe")
+    assert len(frames) == 1
+    return payload(frames[0].proto.srcdoc)
+
+
+def _qp(at) -> dict:
+    return {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+
+
+def test_page_draws_the_url_layer_and_head(app_test):
+    at = app_test("pages/head_view.py", text="The cat sat on the mat.", layer=2, head=3)
+    assert not at.exception
+    data = _view_payload(at)
+    assert [layer["layer"] for layer in data["layers"]] == [2]      # one layer per page load
+    assert data["heads"] == [3] and len(data["colors"]) == 12
+    assert data["queries"]["labels"][:3] == ["[CLS]", "the", "cat"]
+    assert not at.get("button_group")                               # no pair, no slice picker
+    at.selectbox(key="w_layer").select("5").run()
+    assert [layer["layer"] for layer in _view_payload(at)["layers"]] == [5]
+    assert _qp(at)["layer"] == "5"
+
+
+def test_page_pair_slice_from_url(app_test):
+    at = app_test("pages/head_view.py", text="The cat sat.", pair="It was warm.", slice="B->A")
+    assert not at.exception
+    data = _view_payload(at)
+    assert data["pair"] == "B->A"
+    assert "warm" in data["queries"]["labels"] and "cat" not in data["queries"]["labels"]
+    assert "cat" in data["keys"]["labels"] and set(data["queries"]["segment"]) == {1}
+    mass = at.select_slider(key="w_hv_mass")
+    mass.set_value("50%").run()
+    assert _qp(at)["mass"] == "50%" and not at.exception
+
+
+def test_page_cross_attention_of_an_encoder_decoder(app_test, tiny_models):
+    at = app_test("pages/head_view.py", text="the cat sat on the mat", target="die katze",
+                  model=tiny_models["encoder-decoder"], kind="cross")
+    assert not at.exception
+    data = _view_payload(at)
+    assert data["kind"] == "cross"
+    assert "katze" in data["queries"]["labels"] and "cat" in data["keys"]["labels"]

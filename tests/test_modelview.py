@@ -118,3 +118,32 @@ def test_512_tokens_model_view_is_small():
     assert size <= 8 * 1024 * 1024
     png = base64.b64decode(fig.data[0].source.split(",", 1)[1])
     assert Image.open(io.BytesIO(png)).size == (12 * 64 + 11 * 6, 6 * 64 + 5 * 6)
+
+
+# ------------------------------------------------------------------ page wiring (AppTest)
+def test_page_opens_the_url_head(app_test):
+    import json
+    at = app_test("pages/model_view.py", text="The cat sat on the mat.", layer=1, head=4)
+    assert not at.exception
+    assert at.selectbox(key="w_layer").value == "1" and at.selectbox(key="w_head").value == "4"
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    mosaic = json.loads(charts[0].proto.spec)
+    assert [t["type"] for t in mosaic["data"]] == ["image", "scatter"]
+    assert len(mosaic["layout"]["shapes"]) == 1                     # the opened head is outlined
+    assert "points" in list(charts[0].proto.selection_mode) or charts[0].proto.selection_mode
+    big = json.loads(charts[1].proto.spec)
+    assert "layer 1 · head 4" in big["layout"]["title"]["text"]
+    at.selectbox(key="w_head").select("mean").run()
+    big = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert "mean of heads" in big["layout"]["title"]["text"]
+    assert not json.loads(at.get("plotly_chart")[0].proto.spec)["layout"].get("shapes")
+
+
+def test_page_decoder_model(app_test, tiny_models):
+    import json
+    at = app_test("pages/model_view.py", text="the cat sat on the mat", model=tiny_models["decoder"])
+    assert not at.exception
+    mosaic = json.loads(at.get("plotly_chart")[0].proto.spec)
+    n_layers = len(mosaic["layout"]["yaxis"]["ticktext"])
+    assert len(mosaic["data"][1]["x"]) == n_layers * len(mosaic["layout"]["xaxis"]["ticktext"])

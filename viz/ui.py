@@ -287,6 +287,46 @@ def pick_layer_head(block: Block, *, allow_mean: bool = True, key_prefix: str = 
     return int(layer), None if head == "mean" else int(head)
 
 
+def _flag_toggle(name: str, label: str, help_text: str) -> bool:
+    """A toggle shared by all pages and mirrored into the URL as name=1."""
+    key = f"w_{name}"
+    if key not in st.session_state:
+        st.session_state[key] = str(_state(name, query_param(name, "0"))) in ("1", "True", "true")
+    value = st.toggle(label, key=key, help=help_text)
+    st.session_state[f"viz_{name}"] = value
+    set_query_param(name, "1" if value else None)
+    return value
+
+
+def view_options(block: Block) -> Block:
+    """Word-level merging and special-token hiding (Clark et al. 2019), shared by the views.
+
+    Returns the transformed block and says on the page what was done, because
+    the weights shown are then no longer the model's raw weights.
+    """
+    from viz import aggregate
+    c1, c2 = st.columns(2)
+    with c1:
+        words = _flag_toggle("words", "Word level",
+                             "Merge subword tokens into words: attention to a word is summed, from it averaged.")
+    with c2:
+        hide = _flag_toggle("nospecial", "Hide special tokens",
+                            "Drop [CLS]/[SEP]/BOS/EOS and renormalise each row to sum to 1.")
+    if not (words or hide):
+        return block
+    note = aggregate.describe_transform(word_level=words, hide_special=hide)
+    try:
+        out = aggregate.transform_block(block, word_level=words, hide_special=hide)
+    except ValueError as exc:
+        st.info(f"Cannot apply these options here: {exc}")
+        return block
+    if len(out.queries) == 0 or len(out.keys) == 0:
+        st.info("Nothing is left once special tokens are hidden; showing all tokens.")
+        return block
+    st.caption(note)
+    return out
+
+
 # ---------------------------------------------------------------- output
 def explain(markdown: str, *, title: str = "What am I looking at?") -> None:
     st.session_state["_viz_explained"] = True  # app.py's footer adds a general text only when a page has none

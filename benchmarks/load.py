@@ -1,0 +1,357 @@
+"""Classroom load test: N students open the app at once, each with their own sentence.
+
+Starts a Streamlit server on 127.0.0.1 (server mode, embedded model), opens N
+browser sessions at the same moment (Playwright pages in one Debian Chromium,
+one browser context each, so N separate Streamlit sessions), and measures for
+each the time from navigation until the page's script has finished and the view
+is drawn (the heatmap's plot with that student's tokens on its axis).  The same
+burst runs against benchmarks/trivial_app.py, Streamlit's own floor on this
+machine.  The server's RSS is sampled throughout.  A soak then runs M
+sequential sessions (a fresh session per run, a new sentence each time) and
+reports RSS over time: it must stay flat over the second half.
+
+Usage:
+    .venv/bin/python benchmarks/load.py                         # burst 30 + soak 300
+    .venv/bin/python benchmarks/load.py --sessions 30 --soak 0  # burst only
+    .venv/bin/python benchmarks/load.py --bursts 0 --soak 300   # soak only
+Results go to benchmarks/load_results.md (pass --out to change).  Every loop
+and wait is bounded (--timeout per session, --soak-minutes for the soak).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
+
+ANIMALS = ("cat dog horse rabbit fox owl lion tiger bear wolf mouse goat sheep duck eagle shark whale frog "
+           "snake monkey zebra camel deer bee ant crab seal swan hawk moose otter parrot turtle").split()
+PLACES = ("street road river bridge field garden park forest hill square").split()
+REASONS = ("it was too tired", "the light was red", "it heard a noise", "the road was wet",
+           "it wanted to rest", "the wind was strong")
+
+
+def sentence(i: int) -> tuple[str, str]:
+    """Student i's own sentence and the word that must appear on that student's heatmap axis."""
+    animal = ANIMALS[i % len(ANIMALS)]
+    text = (f"The {animal} didn't cross the {PLACES[i % len(PLACES)]} because "
+            f"{REASONS[i % len(REASONS)]} (student {i}).")
+    return text, animal
+
+
+def long_sentence(i: int) -> tuple[str, str]:
+    """About 80 tokens, unique per run: fills the result cache quickly in the soak."""
+    text, word = sentence(i)
+    return " ".join([text] * 4) + f" Run number {i}.", word
+
+
+# ---------------------------------------------------------------- server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    script: str
+    env: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    url: str = ""
+    log: Path | None = None
+
+    def start(self, timeout: float = 120) -> "Server":
+        port = _free_port()
+        self.log = Path(f"/tmp/load-{Path(self.script).stem}-{port}.log")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **self.env)
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", str(ROOT / self.script), "--server.port", str(port),
+                 "--server.address", "127.0.0.1", "--server.headless", "true"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited early:\n{self.log.read_text()}")
+            try:
+                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2).status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"streamlit did not start in {timeout} s:\n{self.log.read_text()}")
+
+    def rss_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class RssSampler:
+    """Peak and samples of the server's RSS, read from /proc every ``every`` seconds."""
+
+    def __init__(self, server: Server, every: float = 0.25):
+        self.server, self.every = server, every
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(self.server.rss_mb())
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+# ---------------------------------------------------------------- one session
+READY = "[data-testid='stApp'][data-test-connection-state='CONNECTED'][data-test-script-state='notRunning']"
+NO_SPINNER = "!document.querySelector(\"[data-testid='stSpinner']\")"
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    error: str = ""
+
+
+async def one_session(browser, url: str, view: str, word: str, timeout_s: float) -> Outcome:
+    """Open ``url`` in a fresh context; time until the script finished and ``view`` shows ``word``."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
+    start = time.perf_counter()
+    try:
+        ms = timeout_s * 1000
+        await page.goto(url, timeout=ms)
+        await page.wait_for_selector(view, state="visible", timeout=ms)
+        await page.wait_for_selector(READY, timeout=ms)
+        await page.wait_for_function(NO_SPINNER, timeout=ms)
+        elapsed = time.perf_counter() - start
+        drawn = await page.locator(view).first.text_content(timeout=ms)
+        problems = []
+        if word and word not in (drawn or ""):
+            problems.append(f"view lacks '{word}'")
+        for testid in ("stException", "stAlertContentError"):
+            if await page.locator(f"[data-testid='{testid}']").count():
+                problems.append(testid + ": " + (await page.locator(f"[data-testid='{testid}']").first
+                                                 .text_content() or "")[:120])
+        if dialogs:
+            problems.append(f"dialog: {dialogs}")
+        return Outcome(elapsed, "; ".join(problems))
+    except Exception as exc:  # noqa: BLE001 - a failed session is a result, not a crash
+        return Outcome(time.perf_counter() - start, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    finally:
+        await context.close()
+
+
+# ---------------------------------------------------------------- burst and soak
+@dataclass
+class BurstResult:
+    target: str
+    sessions: int
+    times: list[float]
+    errors: list[str]
+    rss_before: float
+    rss_peak: float
+    rss_after: float
+    load_before: str
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+async def burst(server: Server, *, target: str, path: str, view: str, n: int, timeout_s: float,
+                offset: int = 0) -> BurstResult:
+    from playwright.async_api import async_playwright
+    load_before = loadavg()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        # Warm the browser (first context start-up is slow) without touching the server.
+        ctx = await browser.new_context()
+        await (await ctx.new_page()).goto("about:blank")
+        await ctx.close()
+        rss_before = server.rss_mb()
+        with RssSampler(server) as rss:
+            jobs = []
+            for i in range(n):
+                text, word = sentence(offset + i)
+                jobs.append(one_session(browser, f"{server.url}/{path}?text={quote(text)}", view,
+                                        word if path else "", timeout_s))
+            outcomes = await asyncio.gather(*jobs)
+        await browser.close()
+    time.sleep(1)
+    return BurstResult(target=target, sessions=n, times=[o.seconds for o in outcomes if not o.error],
+                       errors=[o.error for o in outcomes if o.error], rss_before=rss_before,
+                       rss_peak=max(rss.samples, default=float("nan")), rss_after=server.rss_mb(),
+                       load_before=load_before)
+
+
+async def soak(server: Server, *, runs: int, max_minutes: float, timeout_s: float) -> list[tuple[int, float, float, str]]:
+    """Sequential fresh sessions; (run, seconds, RSS MB after the run, error) for each."""
+    from playwright.async_api import async_playwright
+    rows = []
+    deadline = time.time() + max_minutes * 60
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        for i in range(runs):
+            if time.time() > deadline:
+                print(f"soak stopped at the time bound after {i} runs", flush=True)
+                break
+            text, word = long_sentence(i)
+            out = await one_session(browser, f"{server.url}/heatmap?text={quote(text)}", ".js-plotly-plot .xtick",
+                                    "", timeout_s)
+            rows.append((i + 1, out.seconds, server.rss_mb(), out.error))
+            if (i + 1) % 25 == 0:
+                print(f"  soak {i + 1}/{runs}: {out.seconds:.2f} s, RSS {rows[-1][2]:.0f} MB", flush=True)
+        await browser.close()
+    return rows
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+# ---------------------------------------------------------------- report
+def burst_table(results: list[BurstResult]) -> str:
+    lines = ["| target | sessions | ok | errors | p50 s | p95 s | max s | server RSS before / peak / after MB "
+             "| load avg before |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.target} | {r.sessions} | {len(r.times)} | {len(r.errors)} | {pct(r.times, 50):.1f} "
+                     f"| {pct(r.times, 95):.1f} | {max(r.times, default=float('nan')):.1f} "
+                     f"| {r.rss_before:.0f} / {r.rss_peak:.0f} / {r.rss_after:.0f} | {r.load_before} |")
+    return "\n".join(lines)
+
+
+def soak_table(rows, cache_mb: int) -> str:
+    if not rows:
+        return "(no soak run)"
+    n = len(rows)
+    half = rows[n // 2:]
+    rss_half = [r[2] for r in half]
+    xs = [r[0] for r in half]
+    mx, my = statistics.mean(xs), statistics.mean(rss_half)
+    denom = sum((x - mx) ** 2 for x in xs) or 1.0
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, rss_half)) / denom
+    checkpoints = sorted({1, n // 4, n // 2, 3 * n // 4, n} - {0})
+    lines = [f"Soak: {n} sequential fresh sessions on /heatmap, each a new ~80-token text "
+             f"(VIZ_CACHE_MB={cache_mb}, so the result cache fills and evicts early).",
+             "",
+             "| run | RSS MB | run time s |", "|---|---|---|"]
+    for c in checkpoints:
+        lines.append(f"| {c} | {rows[c - 1][2]:.0f} | {rows[c - 1][1]:.2f} |")
+    errors = [r for r in rows if r[3]]
+    lines += ["",
+              f"Second half (runs {half[0][0]}-{half[-1][0]}): RSS min {min(rss_half):.0f} MB, "
+              f"max {max(rss_half):.0f} MB, trend {slope * 100:+.1f} MB per 100 runs; "
+              f"run time p50 {pct([r[1] for r in rows], 50):.2f} s, p95 {pct([r[1] for r in rows], 95):.2f} s; "
+              f"errors {len(errors)}" + (f" (first: {errors[0][3]})" if errors else "") + "."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=30)
+    ap.add_argument("--bursts", type=int, default=1, help="bursts per target (0: skip the burst)")
+    ap.add_argument("--soak", type=int, default=300, help="sequential runs in the soak (0: skip)")
+    ap.add_argument("--soak-minutes", type=float, default=30)
+    ap.add_argument("--soak-cache-mb", type=int, default=16)
+    ap.add_argument("--timeout", type=float, default=180, help="seconds per session")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "load_results.md"))
+    args = ap.parse_args(argv)
+    if chromium_path() is None:
+        print("Chromium is missing (apt-get install chromium)", file=sys.stderr)
+        return 2
+
+    sections = [f"# Load test ({time.strftime('%Y-%m-%d %H:%M')})", "",
+                f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+                f"load average at start {loadavg()} (other work on the machine shows here). "
+                f"Server: `VIZ_SERVER_MODE=1`, embedded model, 127.0.0.1. Browser: {args.sessions} contexts in "
+                f"one headless Chromium on the same machine (it competes for the same cores). "
+                f"Time = navigation until the script has finished and the view is drawn "
+                f"(app: the heatmap with that student's tokens; trivial page: its markdown).", ""]
+    results: list[BurstResult] = []
+    if args.bursts:
+        for target, script, path, view in (
+                ("trivial Streamlit page", "benchmarks/trivial_app.py", "", "[data-testid='stMarkdown']"),
+                ("app /heatmap", "app.py", "heatmap", ".js-plotly-plot")):
+            server = Server(script, env={"VIZ_SERVER_MODE": "1"}).start()
+            try:
+                # The teacher's own first visit: loads the model, warms imports.
+                warm = asyncio.run(burst(server, target="warm-up", path=path, view=view, n=1,
+                                         timeout_s=args.timeout, offset=99))
+                idle = server.rss_mb()
+                print(f"{target}: warm-up {warm.times or warm.errors}, idle RSS {idle:.0f} MB", flush=True)
+                for b in range(args.bursts):
+                    r = asyncio.run(burst(server, target=target, path=path, view=view, n=args.sessions,
+                                          timeout_s=args.timeout, offset=b * args.sessions))
+                    results.append(r)
+                    print(burst_table([r]).splitlines()[-1], flush=True)
+                    for e in sorted(set(r.errors))[:5]:
+                        print("   error:", e, flush=True)
+            finally:
+                server.stop()
+        sections += ["## Burst", "", burst_table(results), ""]
+        errs = sorted({e for r in results for e in r.errors})
+        if errs:
+            sections += ["Errors:", ""] + [f"- {e}" for e in errs[:10]] + [""]
+    rows = []
+    if args.soak:
+        server = Server("app.py", env={"VIZ_SERVER_MODE": "1", "VIZ_CACHE_MB": str(args.soak_cache_mb)}).start()
+        try:
+            rows = asyncio.run(soak(server, runs=args.soak, max_minutes=args.soak_minutes, timeout_s=args.timeout))
+        finally:
+            server.stop()
+        sections += ["## Soak", "", soak_table(rows, args.soak_cache_mb), ""]
+        sections += ["RSS every 25 runs (MB): " + ", ".join(f"{r[2]:.0f}" for r in rows[24::25]), ""]
+    sections.append(f"Load average at the end: {loadavg()}.")
+    report = "\n".join(sections) + "\n"
+    print(report)
+    Path(args.out).write_text(report)
+    return 0 if not any(r.errors for r in results) and not any(r[3] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
