@@ -29,14 +29,23 @@ PARAGRAPH = ("The animal didn't cross the street because it was too tired. Atten
 REPEATS = 5
 
 
+CPU_TIMES: list[float] = []   # CPU seconds (all threads) of the last timed() call, per run
+
+
 def timed(fn, repeats: int = REPEATS) -> tuple[float, object]:
-    """Median wall time over ``repeats`` runs (after one warm-up) and the last result."""
+    """Median wall time over ``repeats`` runs (after one warm-up) and the last result.
+
+    Also records the median process CPU time: on a shared, busy machine wall
+    time grows with the load while CPU time stays close to the idle figure.
+    """
     result = fn()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    CPU_TIMES[:] = [statistics.median(cpu)]
     return statistics.median(times), result
 
 
@@ -61,12 +70,12 @@ def main() -> int:
 
     t_plain, result = timed(lambda: capture(text512, model=loaded))
     n_tokens = len(result.tokens)
-    rows.append(("capture, attention only (reference)", n_tokens, t_plain, "-"))
+    rows.append(("capture, attention only (reference)", n_tokens, t_plain, CPU_TIMES[0], "-"))
 
     pattern = result.attentions
     t_roll, roll = timed(lambda: rollout(pattern))
     assert roll.shape == (n_layers, n_tokens, n_tokens)
-    rows.append(("rollout, all layers", n_tokens, t_roll, "<= 0.3 s"))
+    rows.append(("rollout, all layers", n_tokens, t_roll, CPU_TIMES[0], "<= 0.3 s"))
 
     last = (ENCODER, n_layers - 1)
 
@@ -76,37 +85,41 @@ def main() -> int:
 
     t_norm1, norm = timed(norm_one_layer)
     assert norm.shape == (n_tokens, n_tokens)
-    rows.append(("norm-based, one layer incl. capture of its internals", n_tokens, t_norm1, "<= 1 s"))
+    rows.append(("norm-based, one layer incl. capture of its internals", n_tokens, t_norm1, CPU_TIMES[0],
+                 "<= 1 s"))
 
     def norm_all_layers():
         res = capture(text512, model=loaded, internals=True)
         return [norm_based_from_internals(res.internals[(ENCODER, layer)]) for layer in range(n_layers)]
 
     t_norm_all, _ = timed(norm_all_layers, repeats=3)
-    rows.append(("norm-based, all 6 layers incl. capture of all internals", n_tokens, t_norm_all, "-"))
+    rows.append(("norm-based, all 6 layers incl. capture of all internals", n_tokens, t_norm_all,
+                 CPU_TIMES[0], "-"))
 
     res = capture(text512, model=loaded, internals=[last])
     t_norm_only, _ = timed(lambda: norm_based_from_internals(res.internals[last]))
-    rows.append(("norm-based, one layer, arithmetic only", n_tokens, t_norm_only, "-"))
+    rows.append(("norm-based, one layer, arithmetic only", n_tokens, t_norm_only, CPU_TIMES[0], "-"))
 
     short = capture(text_of(loaded, FLOW_MAX_TOKENS), model=loaded)
     n_short = len(short.tokens)
     t_flow, flow = timed(lambda: attention_flow(short.attentions, layer=n_layers - 1), repeats=3)
     assert flow.complete
     rows.append((f"attention flow, last layer, full T x T (limit {FLOW_MAX_TOKENS} tokens, "
-                 f"{FLOW_TIME_LIMIT_S:g} s)", n_short, t_flow, "bounded"))
+                 f"{FLOW_TIME_LIMIT_S:g} s)", n_short, t_flow, CPU_TIMES[0], "bounded"))
     t_flow_row, _ = timed(lambda: attention_flow(short.attentions, layer=n_layers - 1,
                                                  query_positions=(0,)), repeats=3)
-    rows.append(("attention flow, last layer, one output position", n_short, t_flow_row, "-"))
+    rows.append(("attention flow, last layer, one output position", n_short, t_flow_row, CPU_TIMES[0],
+                 "-"))
 
     lines = [f"Embedded model ({info.model_type}, {n_layers} layers x {info.n_heads} heads, "
              f"d_model {info.d_model}); {os.cpu_count()} cores, Python {platform.python_version()}; "
              f"median of {REPEATS} runs after a warm-up (3 for the slow rows); load average "
              f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other jobs share the cores).",
              "",
-             "| measure | tokens | time (s) | budget |",
-             "|---|---|---|---|"]
-    lines += [f"| {name} | {tokens} | {seconds:.3f} | {budget} |" for name, tokens, seconds, budget in rows]
+             "| measure | tokens | wall time (s) | CPU time, all threads (s) | budget (wall) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {name} | {tokens} | {seconds:.3f} | {cpu:.3f} | {budget} |"
+              for name, tokens, seconds, cpu, budget in rows]
     table = "\n".join(lines)
     print(table)
     out = Path(__file__).with_name("flow_results.md")

@@ -237,8 +237,8 @@ async def soak(server: Server, *, runs: int, max_minutes: float, timeout_s: floa
                 print(f"soak stopped at the time bound after {i} runs", flush=True)
                 break
             text, word = long_sentence(i)
-            out = await one_session(browser, f"{server.url}/heatmap?text={quote(text)}", ".js-plotly-plot .xtick",
-                                    "", timeout_s)
+            out = await one_session(browser, f"{server.url}/heatmap?text={quote(text)}", ".js-plotly-plot",
+                                    word, timeout_s)
             rows.append((i + 1, out.seconds, server.rss_mb(), out.error))
             if (i + 1) % 25 == 0:
                 print(f"  soak {i + 1}/{runs}: {out.seconds:.2f} s, RSS {rows[-1][2]:.0f} MB", flush=True)

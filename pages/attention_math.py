@@ -41,7 +41,7 @@ ok = steps.max_abs_diff <= TOLERANCE and steps.head_max_abs_diff <= TOLERANCE
 message = (f"**Check:** max |softmax(ours) − model's weights| = **{steps.max_abs_diff:.1e}** for “{token}”, "
            f"{steps.head_max_abs_diff:.1e} over all {len(q_labels)} query tokens of head {head} "
            f"(the head output differs by {steps.output_max_abs_diff:.1e}).")
-(st.success if ok else st.warning)(message, icon="✅" if ok else "⚠️")
+(st.success if ok else st.warning)(message, icon=":material/check_circle:" if ok else ":material/warning:")
 
 where = {"encoder": "the encoder", "decoder": "the decoder", "cross": "the decoder's cross attention"}[kind]
 st.caption(f"{where.capitalize()}, layer {layer}, head {head} of {shapes.n_heads}; query “{token}” "
@@ -64,7 +64,7 @@ st.markdown(
 st.latex(r"q_i = x_i W_Q^{h},\quad k_j = x_j W_K^{h},\quad v_j = x_j W_V^{h}")
 if kind == "cross":
     st.info("Cross attention: the query comes from the decoder token, the keys and values from the "
-            "encoder's output tokens.", icon="↔️")
+            "encoder's output tokens.", icon=":material/swap_horiz:")
 
 st.markdown(f"The query vector of “{token}”:")
 ui.show_figure(math_figures.vector_strip(steps.q[None, :], [token], value_name="q"),

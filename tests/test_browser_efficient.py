@@ -57,8 +57,17 @@ def _check_lab(page, charts):
 
 def choose(page, label: str, option: str) -> None:
     """Pick ``option`` in the Streamlit selectbox labelled ``label`` and wait for the rerun."""
-    page.locator("[data-testid='stSelectbox']").filter(has_text=label).locator("input").click()
-    page.locator("[role='option']").filter(has_text=re.compile(f"^{re.escape(option)}$")).click()
+    box = page.locator("[data-testid='stSelectbox']").filter(has_text=label).locator("input")
+    wanted = page.locator("[role='option']").filter(has_text=re.compile(f"^{re.escape(option)}$"))
+    for _ in range(3):          # a rerun finishing just then can close the dropdown: open it again
+        box.click()
+        try:
+            wanted.wait_for(state="visible", timeout=5_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright TimeoutError; retried below
+            page.keyboard.press("Escape")
+            wait_for_app(page, timeout=60_000)
+    wanted.click()
     wait_for_app(page, timeout=60_000)
 
 

@@ -213,6 +213,10 @@ def test_low_rank_bound_is_eckart_young():
         assert np.allclose(ef.best_rank_k(a, k), (u[:, :k] * s[:k]) @ vt[:k])
         assert np.allclose(ef.best_rank_k(a.T, k), ((u[:, :k] * s[:k]) @ vt[:k]).T)
     assert np.allclose(ef.best_rank_k(a, 7), a)
+    big = rng.random((120, 100))                        # the iterative (ARPACK) path
+    u, s, vt = np.linalg.svd(big, full_matrices=False)
+    assert np.allclose(ef.best_rank_k(big, 5), (u[:, :5] * s[:5]) @ vt[:5])
+    assert np.allclose(ef.best_rank_k(big.T, 5), ((u[:, :5] * s[:5]) @ vt[:5]).T)
     # uniform attention is rank 1: the rank-1 bound reproduces it exactly
     head = _head(np.zeros((5, 5)), rng.standard_normal((5, 3)))
     (low,) = ef.approximate_head(head, config=ef.PatternConfig(rank=1), patterns=(ef.LOWRANK,))
@@ -247,15 +251,31 @@ def _internals(n_heads=3, n=12, d=4, *, kind="encoder", seed=0):
                           scaling=0.5, pattern=pattern.astype(np.float32), head_output=pattern @ v)
 
 
-def test_layer_metrics_match_per_head_runs():
-    li = _internals(kind="decoder")
-    cfg = ef.PatternConfig(window=2, rank=2)
+@pytest.mark.parametrize("kind", ["encoder", "decoder", "cross"])
+def test_layer_metrics_match_per_head_runs(kind):
+    """The all-heads summary scores sparse patterns from their entries only: same numbers as the dense path."""
+    li = _internals(kind=kind, n=20)
+    if kind == "cross":
+        # every key points along -u and queries 0..4 along +u: those queries share no LSH bucket
+        # with any key, so both paths must report empty rows
+        u = np.random.default_rng(7).standard_normal(4)
+        q = li.query.copy()
+        q[:, :5] = np.linspace(1, 2, 5)[:, None] * u
+        k = -np.linspace(0.5, 3, 20)[None, :, None] * u * np.ones((3, 1, 1))
+        scores = np.einsum("hqd,hkd->hqk", q, k) / 2
+        li = LayerInternals(**{**li.__dict__, "query": q, "key": k, "scores": scores})
+    cfg = ef.PatternConfig(window=2, rank=2, n_buckets=4, n_hashes=1, block=6, global_queries=(0, 3),
+                           global_keys=(1,))
     lm = ef.layer_metrics(li, config=cfg)
     assert lm.output_error.shape == (3, len(ef.PATTERNS))
     for h in range(3):
         per = ef.approximate_head(ef.HeadInput.from_internals(li, h), config=cfg)
-        assert [a.output_error for a in per] == pytest.approx(list(lm.output_error[h]), nan_ok=True)
+        for attr, arr in (("kept_mass", lm.kept_mass), ("tv", lm.tv), ("kl", lm.kl),
+                          ("output_error", lm.output_error), ("density", lm.density), ("empty_rows", lm.empty_rows)):
+            assert [getattr(a, attr) for a in per] == pytest.approx(list(arr[h]), nan_ok=True, abs=1e-9), attr
     assert (lm.output_error[:, 0] < 1e-6).all()
+    if kind == "cross":
+        assert lm.empty_rows[:, ef.PATTERNS.index(ef.LSH)].sum() > 0
 
 
 def test_head_summary_tells_local_from_global_heads():

@@ -146,4 +146,4 @@ def test_page_decoder_model(app_test, tiny_models):
     assert not at.exception
     mosaic = json.loads(at.get("plotly_chart")[0].proto.spec)
     n_layers = len(mosaic["layout"]["yaxis"]["ticktext"])
-    assert len(mosaic["data"][1]["x"]) == n_layers * len(mosaic["layout"]["xaxis"]["ticktext"])
+    assert len(mosaic["data"][1]["customdata"]) == n_layers * len(mosaic["layout"]["xaxis"]["ticktext"])

@@ -111,15 +111,14 @@ def pattern_grid(approximations, query_labels, key_labels, *, show: str = "patte
         zmin = min(0.0, min(float(np.nanmin(z)) for z, _, _ in pooled_all))
     for i, (a, (z, qe, ke)) in enumerate(zip(approximations, pooled_all)):
         r, c = divmod(i, cols)
-        hover = ("queries %{customdata[0]}<br>keys %{customdata[1]}<br>"
-                 + ("allowed %{z:.0%}" if show == "mask" else "weight %{z:.4f}") + "<extra>"
-                 + _label(title_of(a.name)) + "</extra>")
-        qtext = np.array([f"{x}–{y - 1}" if y - 1 > x else str(x) for x, y in zip(qe[:-1], qe[1:])], dtype=object)
-        ktext = np.array([f"{x}–{y - 1}" if y - 1 > x else str(x) for x, y in zip(ke[:-1], ke[1:])], dtype=object)
-        custom = np.stack(np.broadcast_arrays(qtext[:, None], ktext[None, :]), axis=-1)
-        fig.add_trace(go.Heatmap(z=z.astype(np.float32), x=np.arange(z.shape[1]), y=np.arange(z.shape[0]),
-                                 customdata=custom, hovertemplate=hover, coloraxis="coloraxis",
-                                 name=a.name), row=r + 1, col=c + 1)
+        # x/y are each group's first position, so hover tells where a (pooled) cell starts
+        # without sending a label per cell (10 panels x 64 x 64 strings would be megabytes).
+        pooled_axis = len(qe) - 1 < len(query_labels) or len(ke) - 1 < len(key_labels)
+        where = "queries from %{y}<br>keys from %{x}" if pooled_axis else "query %{y}<br>key %{x}"
+        hover = (where + "<br>" + ("allowed %{z:.0%}" if show == "mask" else "weight %{z:.4f}")
+                 + "<extra>" + _label(short_title_of(a.name)) + "</extra>")
+        fig.add_trace(go.Heatmap(z=z.astype(np.float32), x=ke[:-1], y=qe[:-1], hovertemplate=hover,
+                                 coloraxis="coloraxis", name=a.name), row=r + 1, col=c + 1)
         fig.update_yaxes(autorange="reversed", showticklabels=False, row=r + 1, col=c + 1)
         fig.update_xaxes(showticklabels=False, row=r + 1, col=c + 1)
     if show == "mask":

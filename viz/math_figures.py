@@ -26,12 +26,12 @@ def vector_strip(vectors: np.ndarray, row_labels, *, title: str = "", highlight:
     text = np.broadcast_to(np.asarray(labels, dtype=object)[:, None], z.shape)
     fig = go.Figure(go.Heatmap(
         z=z, x=np.arange(dim), y=np.arange(n_rows), colorscale=VECTOR_SCALE, zmid=0, zmin=-lim, zmax=lim,
-        customdata=text, colorbar=dict(title=value_name, thickness=12),
+        customdata=text, colorbar=dict(title=value_name, thickness=12, nticks=3 if n_rows <= 3 else 6),
         hovertemplate="%{customdata} · dim %{x}<br>" + value_name + " %{z:.4f}<extra></extra>"))
     yv, yt = _ticks(labels, 40)
     row_px = 22 if n_rows <= 12 else 14
     height = int(min(max_height, 70 + (title != "") * 30 + row_px * n_rows))
-    fig.update_layout(title=title, height=max(110, height), margin=dict(l=10, r=10, t=36 if title else 8, b=30),
+    fig.update_layout(title=title, height=max(130, height), margin=dict(l=10, r=10, t=36 if title else 8, b=30),
                       xaxis=dict(title=None, showgrid=False),
                       yaxis=dict(tickmode="array", tickvals=yv, ticktext=yt, autorange="reversed", showgrid=False))
     if highlight is not None and 0 <= highlight < n_rows:

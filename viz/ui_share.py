@@ -132,6 +132,8 @@ def style_figure(fig) -> None:
     if presenting():
         fig.update_layout(font=dict(size=PRESENT_FIGURE_FONT), hoverlabel=dict(font_size=PRESENT_FIGURE_FONT),
                           title_font_size=PRESENT_FIGURE_FONT + 4)
+        if fig.layout.height:  # rows sized for 12px labels: give the larger tokens room
+            fig.update_layout(height=int(fig.layout.height * PRESENT_FIGURE_FONT / 12))
 
 
 # ---------------------------------------------------------------- SVG export

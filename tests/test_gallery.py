@@ -1,0 +1,111 @@
+"""Every gallery preset runs through capture; links carry the whole input; exports are well formed."""
+from __future__ import annotations
+
+import io
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from viz import explain, gallery, mathsteps, ui_share
+from viz.capture import capture
+from viz.models import load_model
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load_model(None)
+
+
+@pytest.mark.parametrize("preset", [p for p in gallery.PRESETS if p.family != "encoder-decoder"],
+                         ids=lambda p: p.key)
+def test_preset_runs_on_embedded_model(embedded, preset):
+    r = capture(preset.text, pair=preset.pair or None, target=preset.target or None, model=embedded)
+    assert np.isfinite(r.attentions).all()
+    picks = preset.picks()
+    if "layer" in picks:
+        assert 0 <= int(picks["layer"]) < r.model.n_layers
+    if picks.get("head", "mean") != "mean":
+        assert 0 <= int(picks["head"]) < r.model.n_heads
+    query = preset.page_params().get("query")
+    if query:   # the token the math page should open on is in the text
+        pos = mathsteps.query_position(r.tokens.labels, query, default=-1)
+        assert r.tokens.labels[pos].lower() == query
+    if preset.key == "long":
+        assert r.truncated > 0 and r.attentions.shape[-1] == r.model.max_length
+    else:
+        assert r.truncated == 0
+    if preset.key == "pair":
+        assert set(r.tokens.segment_ids) == {0, 1}
+    if preset.key == "induction":
+        words = preset.text.split()
+        assert words[: len(words) // 2] == words[len(words) // 2:]
+
+
+def test_translation_preset_on_tiny_encoder_decoder(tiny_models):
+    preset = gallery.BY_KEY["translation"]
+    model = tiny_models["encoder-decoder"]
+    assert gallery.model_for(preset, current_model=model, current_family="encoder-decoder") == model
+    assert gallery.model_for(preset, current_model="embedded", current_family="encoder") == gallery.TRANSLATION_MODEL
+    r = capture(preset.text, target=preset.target, model=model)
+    assert r.cross_attentions.shape[2:] == (len(r.decoder), len(r.encoder)) and not r.generated
+    assert dict(preset.params)["kind"] == "cross"
+
+
+def test_links_reproduce_the_preset():
+    for preset in gallery.PRESETS:
+        link = gallery.relative_link(preset, model="gpt2")
+        parts = urlsplit(link)
+        assert parts.path == preset.page
+        params = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        assert params["text"] == preset.text and params["model"] == "gpt2"
+        assert params.get("pair", "") == preset.pair and params.get("target", "") == preset.target
+        assert all(params[k] == v for k, v in preset.params)
+    assert "model" not in gallery.url_params(gallery.PRESETS[0])   # the embedded model is the default
+
+
+def test_every_page_has_an_explanation():
+    pages = ("home", "heatmap", "head_view", "model_view", "compare_heads", "attention_flow",
+             "efficient_attention", "attention_math", "gallery", "glossary")
+    texts = {p: explain.for_page(p) for p in pages}
+    assert len(set(texts.values())) == len(pages)
+    assert explain.for_page("some_new_page") == explain.GENERAL_TEXT
+    body = explain.core_ideas_markdown() + explain.glossary_markdown()
+    for idea in ("√d_k", "subspace", "cross attention", "parallel", "window", "trained", "square"):
+        assert idea in body
+
+
+def test_share_url():
+    url = ui_share.share_url("http://host:8501/base/", "heatmap", {"text": "a & b?", "layer": "2", "pair": ""})
+    parts = urlsplit(url)
+    assert parts.path == "/base/heatmap" and parse_qs(parts.query) == {"text": ["a & b?"], "layer": ["2"]}
+    assert ui_share.share_url(None, "", {}) == "/"
+
+
+
+
+def test_csv_is_long_form_and_bounded(embedded):
+    block = capture("the cat sat on the mat", model=embedded).block()
+    L, H, T, _ = block.pattern.shape
+    scope = ui_share.csv_scope(block, layer=2, head=5)
+    assert scope.layers == tuple(range(L)) and scope.n_rows(block) == L * H * T * T
+    frame = pd.read_csv(io.BytesIO(ui_share.attention_csv(block, scope)), keep_default_na=False)
+    assert list(frame.columns) == ["layer", "head", "query_pos", "key_pos", "query_token", "key_token", "weight"]
+    assert len(frame) == L * H * T * T
+    row = frame[(frame["layer"] == 4) & (frame["head"] == 7) & (frame["query_pos"] == 2) & (frame["key_pos"] == 3)].iloc[0]
+    assert row.weight == pytest.approx(block.pattern[4, 7, 2, 3], rel=1e-5)
+    assert row.query_token == block.queries.tokens[2] and row.key_token == block.keys.tokens[3]
+    np.testing.assert_allclose(frame.groupby(["layer", "head", "query_pos"]).weight.sum(), 1, atol=1e-4)
+    small = ui_share.csv_scope(block, layer=2, head=5, max_rows=H * T * T)
+    assert small.layers == (2,) and small.heads == tuple(range(H))
+    tiny = ui_share.csv_scope(block, layer=2, head=5, max_rows=T * T)
+    assert tiny.layers == (2,) and tiny.heads == (5,) and tiny.n_rows(block) == T * T
+
+
+def test_npz_has_the_cli_layout(embedded):
+    r = capture("the cat sat", model=embedded)
+    data = np.load(io.BytesIO(ui_share.npz_bytes(r)))
+    assert set(data.files) == {"tokens", "attentions", "truncated"}
+    np.testing.assert_array_equal(data["attentions"], r.attentions)
+    assert tuple(data["tokens"]) == r.tokens.tokens
