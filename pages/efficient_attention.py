@@ -17,6 +17,7 @@ KNOBS = {
     "seed": ("Seed", 0, 0, 10_000, "Every random choice: BigBird keys, LSH rotations, projections"),
 }
 GLOBALS = {"special": "special tokens ([CLS], [SEP], BOS…)", "first": "first token only", "none": "none"}
+COLOURS = {"sqrt": "square root (shows faint weights)", "linear": "linear"}
 
 
 def _int_param(name: str) -> int:
@@ -45,6 +46,12 @@ def _settings() -> dict:
         values["globals"] = st.radio("Global tokens (Longformer, BigBird, summary)", list(GLOBALS),
                                      format_func=GLOBALS.get, key="eff_globals", horizontal=True)
         ui.set_query_param("globals", None if values["globals"] == "special" else values["globals"])
+        if "eff_colour" not in st.session_state:
+            c = ui.query_param("colour", "sqrt")
+            st.session_state.eff_colour = c if c in COLOURS else "sqrt"
+        values["colour"] = st.radio("Colour scale of attention maps", list(COLOURS), format_func=COLOURS.get,
+                                    key="eff_colour", horizontal=True)
+        ui.set_query_param("colour", None if values["colour"] == "sqrt" else values["colour"])
     return values
 
 
@@ -128,82 +135,87 @@ ui.explain(
     + (" Cross attention: queries are decoder tokens, keys encoder tokens; windows are centred on the "
        "proportional position and there is no causal mask." if kind == "cross" else ""))
 
-internals = ui.get_internals(kind, layer)
-if internals is None:
-    st.stop()
 
-# ---------------------------------------------------------------- one head
-st.subheader(f"Layer {layer}, head {head}: every pattern on the real scores")
-if block.causal:
-    st.caption("Decoder self-attention: every pattern is intersected with the causal mask (no query sees "
-               "a later token).")
-elif kind == "cross":
-    st.caption("Cross attention (decoder queries, encoder keys): no causal mask; windows and blocks are "
-               "centred on each query's proportional position in the encoder text.")
-with st.spinner("Applying the patterns…"):
-    approximations = _head(key, layer, head, config, internals)
-table = eff.metrics_frame(approximations)
-st.dataframe(_as_percent(table, ["score entries (share)", "kept mass", "TV distance", "output rel. error"]),
-             hide_index=True, column_order=[c for c in table.columns if c != "key"],
-             column_config={c: PERCENT for c in ("score entries (share)", "kept mass", "TV distance",
-                                                 "output rel. error")}, key="eff_table")
-st.caption("Kept mass is empty (None) for Linformer, the low-rank bound and Synthesizer: they have no mask. "
-           "KL is empty for the low-rank bound: its rows are not distributions.")
+def head_section(internals, gamma: float) -> None:
+    st.subheader(f"Layer {layer}, head {head}: every pattern on the real scores")
+    if block.causal:
+        st.caption("Decoder self-attention: every pattern is intersected with the causal mask (no query sees "
+                   "a later token).")
+    elif kind == "cross":
+        st.caption("Cross attention (decoder queries, encoder keys): no causal mask; windows and blocks are "
+                   "centred on each query's proportional position in the encoder text.")
+    with st.spinner("Applying the patterns…"):
+        approximations = _head(key, layer, head, config, internals)
+    table = eff.metrics_frame(approximations)
+    pct = ["score entries (share)", "kept mass", "TV distance", "output rel. error"]
+    st.dataframe(_as_percent(table, pct), hide_index=True, column_order=[c for c in table.columns if c != "key"],
+                 column_config={c: PERCENT for c in pct}, key="eff_table")
+    st.caption("Kept mass is empty (None) for Linformer, the low-rank bound and Synthesizer: they have no mask. "
+               "KL is empty for the low-rank bound: its rows are not distributions.")
+    ui.show_figure(eff.pattern_grid(approximations, block.queries.labels, block.keys.labels, gamma=gamma),
+                   name=f"efficient_patterns_{kind}_L{layer}_H{head}", key="eff_grid_pattern")
+    ui.show_figure(eff.pattern_grid(approximations, block.queries.labels, block.keys.labels, show="mask"),
+                   name=f"efficient_masks_{kind}_L{layer}_H{head}", key="eff_grid_mask")
 
-ui.show_figure(eff.pattern_grid(approximations, block.queries.labels, block.keys.labels),
-               name=f"efficient_patterns_{kind}_L{layer}_H{head}", key="eff_grid_pattern")
-ui.show_figure(eff.pattern_grid(approximations, block.queries.labels, block.keys.labels, show="mask"),
-               name=f"efficient_masks_{kind}_L{layer}_H{head}", key="eff_grid_mask")
+    names = [a.name for a in approximations]
+    if "eff_pattern" not in st.session_state:
+        wanted = ui.query_param("pattern", ef.WINDOW)
+        st.session_state.eff_pattern = wanted if wanted in names else ef.WINDOW
+    chosen = st.selectbox("Look closer at", names, format_func=eff.title_of, key="eff_pattern")
+    ui.set_query_param("pattern", chosen)
+    info = ef.METHOD_INFO[chosen]
+    st.markdown(f"**{info.title}.** {info.how} *Assumes:* {info.assumes} *Breaks:* {info.breaks}")
+    ui.show_figure(eff.detail_figure(approximations[0].pattern, approximations[names.index(chosen)],
+                                     block.queries.labels, block.keys.labels, max_cells=256, gamma=gamma),
+                   name=f"efficient_{chosen}_{kind}_L{layer}_H{head}", key="eff_detail")
 
-names = [a.name for a in approximations]
-if "eff_pattern" not in st.session_state:
-    wanted = ui.query_param("pattern", ef.WINDOW)
-    st.session_state.eff_pattern = wanted if wanted in names else ef.WINDOW
-chosen = st.selectbox("Look closer at", names, format_func=eff.title_of, key="eff_pattern")
-ui.set_query_param("pattern", chosen)
-detail = approximations[names.index(chosen)]
-info = ef.METHOD_INFO[chosen]
-st.markdown(f"**{info.title}.** {info.how} *Assumes:* {info.assumes} *Breaks:* {info.breaks}")
-ui.show_figure(eff.detail_figure(approximations[0].pattern, detail, block.queries.labels, block.keys.labels,
-                                 max_cells=256),
-               name=f"efficient_{chosen}_{kind}_L{layer}_H{head}", key="eff_detail")
 
-# ---------------------------------------------------------------- all heads
-st.subheader(f"All {block.n_heads} heads of layer {layer}")
-with st.spinner("Applying the patterns to every head…"):
-    lm = _layer(key, layer, config, internals)
-frame = eff.layer_metrics_frame(lm)
-pct = ["score entries (share)", "kept mass (mean)", "TV (mean)", "output rel. error (mean)",
-       "output rel. error (worst head)"]
-st.dataframe(_as_percent(frame, pct), hide_index=True, column_order=[c for c in frame.columns if c != "key"],
-             column_config={c: PERCENT for c in pct}, key="eff_layer_table")
+def layer_section(internals) -> None:
+    st.subheader(f"All {block.n_heads} heads of layer {layer}")
+    with st.spinner("Applying the patterns to every head…"):
+        lm = _layer(key, layer, config, internals)
+    frame = eff.layer_metrics_frame(lm)
+    pct = ["score entries (share)", "kept mass (mean)", "TV (mean)", "output rel. error (mean)",
+           "output rel. error (worst head)"]
+    st.dataframe(_as_percent(frame, pct), hide_index=True, column_order=[c for c in frame.columns if c != "key"],
+                 column_config={c: PERCENT for c in pct}, key="eff_layer_table")
 
-st.subheader("Layers × heads: which heads are local, which are global")
-summary = _summary(key, config, block.causal, block.pattern)
-ui.show_figure(eff.head_summary_figure(summary), name=f"efficient_summary_{kind}", key="eff_summary")
-c1, c2 = st.columns(2)
-with c1:
-    st.caption("Heads per role (largest share)")
-    st.dataframe(eff.role_counts(summary), key="eff_roles")
-with c2:
-    st.caption("Mean kept mass of each mask, per layer")
-    st.dataframe(eff.kept_by_layer_frame(summary).mul(100).round(1), key="eff_kept")
-st.caption(f"Local: within ±{config.window} positions. Global: the global tokens outside that window. "
-           "Long-range: everything else. A window-based method suits local heads; Longformer and BigBird "
-           "also serve global ones; long-range heads need content-based (LSH) or dense methods.")
 
-# ---------------------------------------------------------------- cost
-st.subheader("What it costs as the text grows")
-d_head = int(internals.query.shape[-1])
-costs = ef.cost_model(config=config, d_head=d_head, causal=block.causal)
-ui.show_figure(eff.cost_figure(costs, mark_length=n_k), name="efficient_cost", key="eff_cost")
-st.caption(f"Analytic model, one head of one layer, d_head={d_head}, float32; the dotted line is this text "
-           f"({n_k} tokens). LSH assumes Reformer's buckets of ~{config.lsh_chunk} tokens; Linformer k={config.rank}.")
-with st.spinner("Measuring full vs windowed attention on this machine (at most 3 s, once per server)…"):
-    bench = _bench()
-ui.show_figure(eff.bench_figure(bench), name="efficient_benchmark", key="eff_bench")
+def summary_section() -> None:
+    st.subheader("Layers × heads: which heads are local, which are global")
+    summary = _summary(key, config, block.causal, block.pattern)
+    ui.show_figure(eff.head_summary_figure(summary), name=f"efficient_summary_{kind}", key="eff_summary")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.caption("Heads per role (largest share)")
+        st.dataframe(eff.role_counts(summary), key="eff_roles")
+    with c2:
+        st.caption("Mean kept mass of each mask, per layer (%)")
+        st.dataframe(eff.kept_by_layer_frame(summary).mul(100).round(1), key="eff_kept")
+    st.caption(f"Local: within ±{config.window} positions. Global: the global tokens outside that window. "
+               "Long-range: everything else. A window-based method suits local heads; Longformer and BigBird "
+               "also serve global ones; long-range heads need content-based (LSH) or dense methods.")
 
-# ---------------------------------------------------------------- methods
+
+def cost_section(d_head: int) -> None:
+    st.subheader("What it costs as the text grows")
+    costs = ef.cost_model(config=config, d_head=d_head, causal=block.causal)
+    ui.show_figure(eff.cost_figure(costs, mark_length=n_k), name="efficient_cost", key="eff_cost")
+    st.caption(f"Analytic model, one head of one layer, d_head={d_head}, float32; the dotted line is this text "
+               f"({n_k} tokens). LSH assumes Reformer's buckets of ~{config.lsh_chunk} tokens; "
+               f"Linformer k={config.rank}.")
+    with st.spinner("Measuring full vs windowed attention on this machine (at most 3 s, once per server)…"):
+        bench = _bench()
+    ui.show_figure(eff.bench_figure(bench), name="efficient_benchmark", key="eff_bench")
+
+
+internals = ui.get_internals(kind, layer)      # None: ui has said why (no recording for this model)
+if internals is not None:
+    head_section(internals, 0.5 if knobs["colour"] == "sqrt" else 1.0)
+    layer_section(internals)
+summary_section()
+cost_section(int(internals.query.shape[-1]) if internals is not None else result.model.d_model // block.n_heads)
+
 st.subheader("The methods")
 st.markdown("\n".join(
     ["| method | what it does | assumes | breaks when |", "|---|---|---|---|"]

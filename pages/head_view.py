@@ -11,6 +11,8 @@ if result is None:
 kind = ui.pick_kind(result)
 block = result.block(kind)
 layer, head = ui.pick_layer_head(block, allow_mean=True)
+st.caption("A single head is shown alone at first; 'mean of all heads' shows every head. "
+           "Toggle heads in the view's legend.")
 
 # Sentence-pair slices only make sense when the query or key side has a second segment.
 has_pair = bool((block.queries.segment_ids == 1).any() or (block.keys.segment_ids == 1).any())

@@ -117,11 +117,16 @@ def test_compare_heads_in_chromium(page, app_url):
     headers = table.locator("[role='columnheader']").all_text_contents()
     assert [h.strip() for h in headers] == ["layer", "head", *stats.METRICS]
     assert table.locator("tbody tr").count() >= 10
+    table.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    shot(page, "compare_heads_table")
     # user text is shown as text, never as markup
     assert page.locator("b", has_text="keys").count() == 0
     assert page.dialogs == []
 
     # click the cell of layer 3, head 7 in the metric grid: that head opens
+    grid.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
     box = grid.locator(".nsewdrag").first.bounding_box()
     x = box["x"] + box["width"] * (7 + 0.5) / 12
     y = box["y"] + box["height"] * (3 + 0.5) / 6
@@ -133,3 +138,15 @@ def test_compare_heads_in_chromium(page, app_url):
     assert re.search(r"layer 3 · head 7", page.locator("[data-testid='stPlotlyChart']").nth(1).inner_text())
     shot(page, "compare_heads_clicked")
     assert path.endswith("compare_heads.png")
+
+
+def test_similarity_map_in_chromium(page, app_url):
+    page.goto(f"{app_url}/compare_heads?text=The+cat+sat+on+the+mat.&cmp_tab=Similarity+map&layer=2&head=4")
+    wait_for_app(page)
+    page.wait_for_selector("[data-testid='stPlotlyChart'] .js-plotly-plot", timeout=30_000)
+    page.wait_for_timeout(500)
+    chart = page.locator("[data-testid='stPlotlyChart']").first
+    assert chart.locator(".scatterlayer .trace").count() >= 6 + 2        # one trace per layer + rings
+    assert "layer 5" in chart.inner_text()                              # legend: colour = layer
+    assert page.get_by_text("Heads nearest to layer 2, head 4").is_visible()
+    shot(page, "compare_heads_similarity")

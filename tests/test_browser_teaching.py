@@ -40,14 +40,22 @@ def test_presentation_mode_1280x720(settled, app_url, scheme):
     assert size >= 40
     page.goto(f"{app_url}/heatmap?present=1&layer=3&head=1")
     wait_for_app(page, timeout=180_000)
+    page.locator("[data-testid='stPlotlyChart']").first.scroll_into_view_if_needed()
+    page.wait_for_selector(".js-plotly-plot .ytick text", timeout=30_000)
     ticks = page.locator(".js-plotly-plot .ytick text")
     assert ticks.count() > 5
-    assert float(ticks.first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")) >= 16
+    tick_px = float(ticks.first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
     page.screenshot(path=shot_path(f"present_heatmap_{scheme}"))
+    page.evaluate("document.querySelector('[data-testid=stMain]').scrollTo(0, 0)")
     page.get_by_role("button", name="Exit presentation mode").click()
     wait_for_app(page)
     assert "present=1" not in page.url
     assert page.evaluate("getComputedStyle(document.documentElement).fontSize") != "21px"
+    page.locator("[data-testid='stPlotlyChart']").first.scroll_into_view_if_needed()
+    page.wait_for_selector(".js-plotly-plot .ytick text", timeout=30_000)
+    normal_px = float(page.locator(".js-plotly-plot .ytick text").first.evaluate(
+        "e => parseFloat(getComputedStyle(e).fontSize)"))
+    assert tick_px >= 1.25 * normal_px and tick_px >= 14   # token labels on the axes grow too
 
 
 def shot_path(name: str) -> str:

@@ -113,6 +113,25 @@ def test_layer_picker_switches_the_drawn_layer(page, app_url):
     assert "layer 4" in frame.locator("#hv-title").inner_text()
 
 
+def test_png_and_html_exports(page, app_url, tmp_path):
+    open_page(page, app_url, "head_view", text=TEXT, layer=2)
+    frame = head_view_frame(page)
+    with page.expect_download() as download:
+        frame.locator("#hv-png").click()
+    png = Path(download.value.path()).read_bytes()
+    assert download.value.suggested_filename == "head_view_layer2.png"
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    with page.expect_download() as download:
+        page.get_by_role("button", name="HTML (this layer)").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    html = saved.read_text(encoding="utf-8")
+    assert saved.suffix == ".html" and html.startswith("<!DOCTYPE html>") and 'id="hv-data"' in html
+    # the exported page draws on its own, from a file, with no network
+    page.goto(saved.as_uri())
+    page.locator("#hv[data-ready='1'][data-layer='2']").wait_for()
+
+
 def test_sentence_pair_slice(page, app_url):
     open_page(page, app_url, "head_view", text="The cat sat.", pair="It was warm.", slice="A->B")
     frame = head_view_frame(page)

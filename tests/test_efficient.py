@@ -378,6 +378,30 @@ def test_summary_and_cost_figures():
     assert list(full.x) == list(ef.DEFAULT_LENGTHS)
 
 
+def test_attention_colour_scale():
+    lin = eff.attention_scale(0.0, 1.0)
+    assert lin[0][0] == 0 and lin[-1][0] == 1
+    assert [p for p, _ in lin] == pytest.approx(np.linspace(0, 1, len(lin)).tolist())
+    sq = eff.attention_scale(0.0, 1.0, gamma=0.5)
+    # square root: the middle colour sits at a quarter of the range, so faint weights get colour
+    mid = len(sq) // 2
+    assert sq[mid][0] == pytest.approx((mid / (len(sq) - 1)) ** 2)
+    signed = eff.attention_scale(-0.1, 0.9)
+    assert signed[0][1] == "rgb(178,24,43)" and signed[1] == [pytest.approx(0.1), "rgb(255,255,255)"]
+    assert all(a[0] <= b[0] for a, b in zip(signed, signed[1:]))
+
+
+def test_linformer_density_is_capped_by_the_keys():
+    rng = np.random.default_rng(0)
+    head = _head(rng.standard_normal((4, 3)), rng.standard_normal((3, 2)), cross=True)
+    (lin,) = ef.approximate_head(head, config=ef.PatternConfig(rank=8), patterns=(ef.LINFORMER,))
+    assert lin.density == 1.0
+    head = _head(rng.standard_normal((6, 6)), rng.standard_normal((6, 2)), allowed=np.tril(np.ones((6, 6), bool)),
+                 causal=True)
+    (lin,) = ef.approximate_head(head, config=ef.PatternConfig(rank=2), patterns=(ef.LINFORMER,))
+    assert lin.density == pytest.approx((1 + 2 * 5) / 21)
+
+
 def test_labels_are_escaped():
     li = _internals(n=6)
     approx = ef.approximate_head(ef.HeadInput.from_internals(li, 0), config=ef.PatternConfig(),
@@ -468,13 +492,14 @@ def _page_ok(at):
 
 def test_page_embedded_model_honours_url_state(app_test):
     at = app_test(PAGE, text="The animal didn't cross the street because it was too tired.", layer=2, head=5,
-                  window=2, rank=3, pattern="bigbird", globals="first")
+                  window=2, rank=3, pattern="bigbird", globals="first", colour="linear")
     heads = _page_ok(at)
     assert any(h.startswith("Layer 2, head 5") for h in heads)
     knobs = {n.label: n.value for n in at.number_input}
     assert knobs["Window w (each side)"] == 2 and knobs["Rank k"] == 3
     assert at.selectbox(key="eff_pattern").value == "bigbird"
     assert at.radio(key="eff_globals").value == "first"
+    assert at.radio(key="eff_colour").value == "linear"
     table = at.dataframe[0].value
     assert len(table) == len(ef.PATTERNS)
     assert table["output rel. error"].iloc[0] == pytest.approx(0, abs=1e-3)      # full pattern: no error

@@ -347,6 +347,10 @@ def test_metric_grid_figure_axes_and_click_layer():
     event = {"selection": {"points": [{"customdata": [1, 2], "x": 2, "y": 1}]}}
     assert sf.selected_head(event) == (1, 2)
     assert sf.selected_head({"selection": {"points": []}}) is None
+    # what Streamlit really reports for a click in Chromium
+    real = {"selection": {"points": [{"curve_number": 1, "x": 7, "y": 3, "customdata": {"0": 3, "1": 7}}]}}
+    assert sf.selected_head(real) == (3, 7)
+    assert sf.selected_head({"selection": {"points": [{"x": 1, "y": 2, "z": 0.5}]}}) is None
 
 
 def test_similarity_and_difference_figures():

@@ -245,12 +245,18 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
     if "token_type_ids" in model_inputs and info.model_type in ("roberta", "gpt2", "distilbert", "bart"):
         model_inputs.pop("token_type_ids")
     source = _token_seq(loaded.tokenizer, enc)
+    unk = getattr(loaded.tokenizer, "unk_token_id", None)
+    if not ((~source.special) | (source.token_ids == unk)).any():
+        # Only zero-width/format characters (or special-token text): a decoder would get an
+        # empty input and fail deep in torch; an encoder would show [CLS] looking at [SEP].
+        raise InputError("The text has no tokens this model can read (only invisible characters or "
+                         "special tokens): type a sentence")
 
     with run_slot(on_wait=on_wait), torch.inference_mode():
         if info.family != "encoder-decoder":
             with attention_fn.recording(loaded.sites, wanted) if do_record else _null() as recorder:
                 out = loaded.model(**model_inputs, output_attentions=True)
-            pattern = _stack(out.attentions, "self", info.n_layers)
+            pattern = _stack(getattr(out, "attentions", None), "self", info.n_layers)
             key = "encoder_attentions" if info.family == "encoder" else "decoder_attentions"
             seq_key = "encoder" if info.family == "encoder" else "decoder"
             return AttentionResult(model=info, text=text, pair=pair, truncated=dropped,
@@ -262,9 +268,9 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
     return AttentionResult(
         model=info, text=text, target=target if target else None, truncated=dropped + dec_dropped,
         generated=generated, encoder=source, decoder=_target_seq(loaded.tokenizer, dec_ids),
-        encoder_attentions=_stack(out.encoder_attentions, "encoder", info.n_layers),
-        decoder_attentions=_stack(out.decoder_attentions, "decoder", info.n_decoder_layers),
-        cross_attentions=_stack(out.cross_attentions, "cross", info.n_decoder_layers),
+        encoder_attentions=_stack(getattr(out, "encoder_attentions", None), "encoder", info.n_layers),
+        decoder_attentions=_stack(getattr(out, "decoder_attentions", None), "decoder", info.n_decoder_layers),
+        cross_attentions=_stack(getattr(out, "cross_attentions", None), "cross", info.n_decoder_layers),
         internals=_internals(recorder, loaded) if recorder else {})
 
 

@@ -77,13 +77,17 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     return out.reshape(m * w, d)[:n]
 
 
-def _time(fn, repeats: int) -> float:
-    fn()                                    # warm-up (allocations, kernel selection)
+def _time(fn, repeats: int, deadline: float) -> float:
+    """Best of up to 1 + repeats calls (the first doubles as warm-up); no new call starts
+    once the previous one's duration would cross ``deadline``."""
     best = float("inf")
-    for _ in range(repeats):
+    for i in range(1 + repeats):
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
+        took = time.perf_counter() - t
+        best = min(best, took)
+        if time.perf_counter() + took > deadline:
+            break
     return best * 1000.0
 
 
@@ -124,7 +128,8 @@ def _measure(budget_s, lengths, window, d_head, repeats) -> BenchResult:
     start = time.perf_counter()
     rows, skipped = [], []
     # (seconds per call, length) of the last measurement of each kind: the next length's
-    # cost is predicted from it (full grows with N², window with N) times (repeats + 1) calls.
+    # cost is predicted from it (full grows with N², window with N); a length starts only if
+    # two calls are predicted to fit, and _time stops repeating at the deadline.
     last = {"full": None, "window": None}
 
     def fits(kind: str, n: int, power: int) -> bool:
@@ -132,7 +137,7 @@ def _measure(budget_s, lengths, window, d_head, repeats) -> BenchResult:
         if last[kind] is None:
             return left > 0
         secs, n0 = last[kind]
-        return secs * (n / n0) ** power * (repeats + 1) < left
+        return secs * (n / n0) ** power * 2 < left          # at least two calls (warm-up + one)
 
     with torch.inference_mode():
         for n in lengths:
@@ -143,10 +148,10 @@ def _measure(budget_s, lengths, window, d_head, repeats) -> BenchResult:
             q, k, v = (torch.randn(n, d_head, generator=gen) for _ in range(3))
             full_ms = win_ms = None
             if want_win:
-                win_ms = _time(lambda: window_attention(q, k, v, window), repeats)
+                win_ms = _time(lambda: window_attention(q, k, v, window), repeats, start + budget_s)
                 last["window"] = (win_ms / 1000.0, n)
             if fits("full", n, 2):
-                full_ms = _time(lambda: full_attention(q, k, v), repeats)
+                full_ms = _time(lambda: full_attention(q, k, v), repeats, start + budget_s)
                 last["full"] = (full_ms / 1000.0, n)
             rows.append(BenchRow(length=n, full_ms=full_ms, window_ms=win_ms))
     return BenchResult(rows=tuple(rows), window=window, d_head=d_head, threads=torch.get_num_threads(),

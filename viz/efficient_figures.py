@@ -12,14 +12,14 @@ import html
 
 import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from viz.efficient import (FIXED_PATTERNS, METHOD_INFO, CostRow, HeadSummary, LayerMetrics)
+from viz.efficient import METHOD_INFO, CostRow, HeadSummary, LayerMetrics
 
 GRID_COLS = 5
 POOL_CELLS = 64          # grid panels are pooled to at most this many cells per axis
-ATTENTION_SCALE = "Blues"
 PATTERN_COLORS = {
     "full": "#222222", "window": "#1f77b4", "dilated": "#17becf", "longformer": "#2ca02c",
     "bigbird": "#98df8a", "block": "#9467bd", "lsh": "#ff7f0e", "linformer": "#d62728",
@@ -37,13 +37,21 @@ def short_title_of(name: str) -> str:
     return info.short if info and info.short else name
 
 
-def _signed_scale(zmin: float, zmax: float) -> list:
-    """Blues for attention, reds for the (few, small) negative entries, white at zero."""
-    if zmin >= 0:
-        return ATTENTION_SCALE
-    zero = -zmin / (zmax - zmin)
-    return [[0.0, "rgb(178,24,43)"], [zero, "rgb(255,255,255)"], [min(1.0, zero + (1 - zero) * 0.5),
-            "rgb(107,174,214)"], [1.0, "rgb(8,48,107)"]]
+def attention_scale(zmin: float, zmax: float, *, gamma: float = 1.0) -> list:
+    """Colour scale: Blues from 0 to zmax, red below zero (only the low-rank bound goes negative).
+
+    ``gamma`` < 1 spreads the colours over small weights (colour ~ weight**gamma):
+    at 512 tokens most weights are ~1/512 and vanish on a linear scale.  The
+    z values stay the real weights, so hover and the colour bar read true.
+    """
+    blues = plotly.colors.sequential.Blues
+    zero = -zmin / (zmax - zmin) if zmin < 0 else 0.0
+    n = len(blues)
+    stops = [[zero + (1 - zero) * (i / (n - 1)) ** (1 / gamma), blues[i]] for i in range(n)]
+    if zmin < 0:
+        stops = [[0.0, "rgb(178,24,43)"], [zero, "rgb(255,255,255)"]] + stops[1:]
+    stops[-1][0] = 1.0
+    return stops
 
 
 def _label(s) -> str:
@@ -87,7 +95,7 @@ def _axis_ticks(edges: np.ndarray, labels) -> tuple[list[int], list[str]]:
 
 
 def pattern_grid(approximations, query_labels, key_labels, *, show: str = "pattern",
-                 max_cells: int = POOL_CELLS, cols: int = GRID_COLS) -> go.Figure:
+                 max_cells: int = POOL_CELLS, cols: int = GRID_COLS, gamma: float = 1.0) -> go.Figure:
     """Small multiples: one heatmap per pattern of its mask (``show="mask"``) or of the attention it produces.
 
     All panels share one colour axis so they compare: white to blue for
@@ -125,7 +133,8 @@ def pattern_grid(approximations, query_labels, key_labels, *, show: str = "patte
         coloraxis = dict(colorscale="Greys", cmin=0, cmax=1, colorbar=dict(title="allowed"))
     else:
         # one scale for all panels so they compare; negatives (low-rank bound only) in red
-        coloraxis = dict(colorscale=_signed_scale(zmin, zmax), cmin=zmin, cmax=zmax, colorbar=dict(title="weight"))
+        coloraxis = dict(colorscale=attention_scale(zmin, zmax, gamma=gamma), cmin=zmin, cmax=zmax,
+                         colorbar=dict(title="weight"))
     pooled = len(pooled_all[0][1]) - 1 < len(query_labels) if pooled_all else False
     note = " (pooled: each cell is a group of positions)" if pooled else ""
     fig.update_layout(coloraxis=coloraxis, height=230 * n_rows + 60, margin=dict(l=10, r=10, t=50, b=10),
@@ -134,8 +143,8 @@ def pattern_grid(approximations, query_labels, key_labels, *, show: str = "patte
     return fig
 
 
-def detail_figure(original: np.ndarray, approximation, query_labels, key_labels, *, max_cells: int = 512
-                  ) -> go.Figure:
+def detail_figure(original: np.ndarray, approximation, query_labels, key_labels, *, max_cells: int = 512,
+                  gamma: float = 1.0) -> go.Figure:
     """Original attention, the pattern's mask and the attention it produces, side by side (one head)."""
     orig, qe, ke = pool_matrix(original, max_cells=max_cells, sum_keys=True)
     mask, _, _ = pool_matrix(approximation.mask.astype(np.float64), max_cells=max_cells)
@@ -156,7 +165,7 @@ def detail_figure(original: np.ndarray, approximation, query_labels, key_labels,
         fig.update_yaxes(tickmode="array", tickvals=yv, ticktext=yt if c == 1 else [""] * len(yv),
                          autorange="reversed", row=1, col=c)
     fig.update_layout(
-        coloraxis=dict(colorscale=_signed_scale(zmin, zmax), cmin=zmin, cmax=zmax,
+        coloraxis=dict(colorscale=attention_scale(zmin, zmax, gamma=gamma), cmin=zmin, cmax=zmax,
                        colorbar=dict(title="weight", x=1.0)),
         coloraxis2=dict(colorscale="Greys", cmin=0, cmax=1, showscale=False),
         height=460, margin=dict(l=10, r=10, t=40, b=10))

@@ -594,8 +594,22 @@ _JS = r"""
 
   // PNG export of the whole view (all rows), labels drawn as text.
   function exportPNG() {
-    var lw = $("hv-left").offsetWidth, rw = $("hv-right").offsetWidth, pad = 8, head = 22;
-    var W = lw + cw + rw + 2 * pad, Ht = ch + 2 * pad + head;
+    var lw = $("hv-left").offsetWidth, rw = $("hv-right").offsetWidth, pad = 8;
+    var W = lw + cw + rw + 2 * pad;
+    // Heading, then a legend of the heads shown (wrapped to the image width) so the colours
+    // in the image can be read on their own.
+    var m = document.createElement("canvas").getContext("2d");
+    m.font = "11px system-ui, sans-serif";
+    var items = [], lx = pad, ly = 0;
+    state.heads.forEach(function (h) { items.push(h); });
+    items.sort(function (a, b) { return a - b; });
+    var placed = items.map(function (h) {
+      var w = 19 + m.measureText("head " + h).width;
+      if (lx + w > W - pad && lx > pad) { lx = pad; ly += 16; }
+      var at = [h, lx, ly]; lx += w; return at;
+    });
+    var head = 24 + (items.length ? ly + 18 : 0);
+    var Ht = ch + 2 * pad + head;
     var s = Math.max(0.25, Math.min(dpr, 16000 / Ht));   // stay inside canvas size limits
     var c = document.createElement("canvas");
     c.width = Math.round(W * s); c.height = Math.round(Ht * s);
@@ -604,6 +618,12 @@ _JS = r"""
     x.fillStyle = "#fff"; x.fillRect(0, 0, W, Ht);
     x.fillStyle = "#222"; x.font = "600 12px system-ui, sans-serif"; x.textBaseline = "middle"; x.textAlign = "left";
     x.fillText((D.title ? D.title + " \u2014 " : "") + "layer " + layers[state.layer].layer, pad, pad + 8);
+    x.font = "11px system-ui, sans-serif";
+    placed.forEach(function (p) {
+      var y = pad + 24 + p[2];
+      x.fillStyle = D.colors[p[0]]; x.fillRect(p[1], y - 5, 10, 10);
+      x.fillStyle = "#222"; x.fillText("head " + p[0], p[1] + 13, y);
+    });
     var top = pad + head;
     x.font = "12px system-ui, sans-serif";
     function fit(t, w) { if (x.measureText(t).width <= w) return t; while (t.length > 1 && x.measureText(t + "\u2026").width > w) t = t.slice(0, -1); return t + "\u2026"; }

@@ -40,7 +40,8 @@ def metric_grid_figure(grid: np.ndarray, *, metric: str, title: str = "",
     fig = go.Figure(go.Heatmap(
         z=grid, x=np.arange(n_heads), y=np.arange(n_layers), colorscale=GRID_SCALE,
         zmin=zmin, zmax=zmax, hovertemplate=hover, hoverongaps=False,
-        colorbar=dict(title=dict(text=metric, side="right"), thickness=12)))
+        # small multiples carry their metric name above the chart; a colorbar title would be clipped
+        colorbar=dict(title=dict(text=metric if (height or 300) > 260 else "", side="right"), thickness=12)))
     if clickable:
         cells = grid.reshape(-1)
         markers = _cell_markers(n_layers, n_heads,
@@ -143,6 +144,8 @@ def selected_head(event) -> tuple[int, int] | None:
         return None
     for point in points:
         custom = point.get("customdata") if isinstance(point, dict) else None
+        if isinstance(custom, dict):  # the browser sends arrays as {"0": layer, "1": head}
+            custom = [custom.get("0", custom.get(0)), custom.get("1", custom.get(1))]
         if custom is not None and len(custom) >= 2:
             try:
                 return int(float(custom[0])), int(float(custom[1]))

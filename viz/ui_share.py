@@ -30,7 +30,7 @@ PRESENT_FIGURE_FONT = 17    # plotly text (token ticks, titles) in presentation 
 # content, no chrome.  Colours are left to the theme, so light and dark both work.
 PRESENT_CSS = f"""
 html {{ font-size: {PRESENT_FONT_PX}px !important; }}
-[data-testid="stMainBlockContainer"] {{ max-width: 100% !important; padding: 1.2rem 2rem 2rem 2rem !important; }}
+[data-testid="stMainBlockContainer"] {{ max-width: 100% !important; padding: 3.6rem 2rem 2rem 2rem !important; }}
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li {{ line-height: 1.45; }}
 [data-testid="stHeader"] {{ background: transparent; }}
 [data-testid="stToolbar"], [data-testid="stDecoration"] {{ display: none !important; }}
@@ -132,8 +132,11 @@ def style_figure(fig) -> None:
     if presenting():
         fig.update_layout(font=dict(size=PRESENT_FIGURE_FONT), hoverlabel=dict(font_size=PRESENT_FIGURE_FONT),
                           title_font_size=PRESENT_FIGURE_FONT + 4)
-        if fig.layout.height:  # rows sized for 12px labels: give the larger tokens room
-            fig.update_layout(height=int(fig.layout.height * PRESENT_FIGURE_FONT / 12))
+        # Streamlit's plotly theme sets the tick font itself: only axis-level sizes win over it.
+        fig.update_xaxes(tickfont_size=PRESENT_FIGURE_FONT + 3, title_font_size=PRESENT_FIGURE_FONT + 3)
+        fig.update_yaxes(tickfont_size=PRESENT_FIGURE_FONT + 3, title_font_size=PRESENT_FIGURE_FONT + 3)
+        if fig.layout.height:  # rows sized for small labels: give the larger tokens room
+            fig.update_layout(height=int(fig.layout.height * 1.5))
 
 
 # ---------------------------------------------------------------- SVG export
