@@ -35,11 +35,14 @@ def metrics_of(res, blk_kind=None):
     return _memo(res, blk_kind or res.kinds[0])["metrics"]
 
 
+SIMILARITY_ROWS = 96   # beyond this many query tokens the distances are estimated from a sample of rows
+
+
 def similarity_of(res, blk_kind):
     entry = _memo(res, blk_kind)
     if "sim" not in entry:
         with st.spinner("Comparing every pair of heads…"):
-            entry["sim"] = stats.similarity_map(res.block(blk_kind), seed=0)
+            entry["sim"] = stats.similarity_map(res.block(blk_kind), seed=0, max_rows=SIMILARITY_ROWS)
     return entry["sim"]
 
 
@@ -142,6 +145,10 @@ with tabs[1]:
                                  nearest=nearest),
             name=f"head_similarity_{kind}", key="cmp_sim", on_select="rerun", selection_mode="points")
         apply_click(sf.selected_head(sim_event), "sim")
+        n_queries = block.pattern.shape[2]
+        if n_queries > SIMILARITY_ROWS:
+            st.caption(f"Long text: distances are averaged over {len(stats.query_rows(n_queries, SIMILARITY_ROWS))} "
+                       f"evenly spaced of the {n_queries} query tokens, to keep this fast.")
         st.markdown(f"**Heads nearest to layer {layer}, head {head}** (Jensen-Shannon distance, 0 = same)")
         st.dataframe(nearest.round(4), hide_index=True)
         ui.explain(

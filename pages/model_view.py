@@ -18,10 +18,7 @@ def _open_clicked() -> None:
     picked = modelview.thumbnail_from_selection(st.session_state.get(MOSAIC_KEY), block.n_heads)
     if picked is None or not (0 <= picked[0] < block.n_layers):
         return
-    # The shared layer/head pickers read these keys (see ui.pick_layer_head).
-    for name, value in zip(("layer", "head"), picked):
-        st.session_state[f"w_{name}"] = str(value)
-        st.session_state[f"viz_{name}"] = str(value)
+    ui.select_layer_head(*picked)
 
 
 scale = st.radio("Colour scale", ["each head", "shared"], horizontal=True, key="w_mv_scale",

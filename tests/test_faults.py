@@ -12,6 +12,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from viz import capture as capture_module
@@ -119,8 +120,9 @@ def test_slow_tokenizer_still_works(broken):
     loaded = load_model(str(broken["slow-tokenizer"]))
     assert not loaded.tokenizer.is_fast
     result = capture("the cat sat", model=loaded)
-    assert result.tokens.tokens[:2] == ("th", "e") or "the" in result.tokens.tokens or result.tokens.tokens
+    assert len(result.tokens) >= 3  # no special tokens here: CTRL adds none
     assert len(result.tokens.word_ids) == len(result.tokens) and result.attentions.shape[-1] == len(result.tokens)
+    np.testing.assert_allclose(result.attentions.sum(-1), 1, atol=1e-5)
 
 
 def test_fault_next_to_a_good_run_in_threads(broken):

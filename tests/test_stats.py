@@ -180,6 +180,17 @@ def test_head_distances_match_rowwise_scipy():
     assert dist[1, 3] == pytest.approx(expected)
 
 
+def test_head_distances_on_sampled_query_rows():
+    rng = np.random.default_rng(2)
+    pattern = rng.dirichlet(np.ones(9), size=(1, 3, 9))       # (1, 3, 9, 9)
+    assert stats.query_rows(9, 3).tolist() == [0, 4, 8]
+    assert stats.query_rows(9, None).tolist() == list(range(9))
+    sampled = stats.head_distances(pattern, max_rows=3)
+    expected = np.mean([jensenshannon(pattern[0, 0, i], pattern[0, 2, i], base=2) for i in (0, 4, 8)])
+    assert sampled[0, 2] == pytest.approx(expected)
+    assert np.allclose(stats.head_distances(pattern, max_rows=50), stats.head_distances(pattern))
+
+
 def _two_cluster_pattern(seed=0):
     """3 heads near 'look at self' and 3 heads near 'look at previous', scattered over layers."""
     rng = np.random.default_rng(seed)

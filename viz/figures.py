@@ -1,7 +1,7 @@
 """Plotly figure builders shared by pages: numpy in, go.Figure out (no streamlit).
 
-Heatmaps plot integer positions and put the token text in ticktext, because
-plotly merges rows whose category labels repeat ("the ... the").
+Heatmap axes are categories "position token" (unique) with the bare token as
+tick text, because plotly merges rows whose category labels repeat ("the ... the").
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ ATTENTION_SCALE = "Blues"
 MAX_TICKS = 80  # beyond this, label every k-th token so the axis stays readable
 
 
-def _ticks(labels, n_max: int = MAX_TICKS) -> tuple[list[int], list[str]]:
-    step = max(1, int(np.ceil(len(labels) / n_max)))
-    idx = list(range(0, len(labels), step))
-    return idx, [str(labels[i]) for i in idx]
+def _ticks(categories: list[str], labels, n_max: int = MAX_TICKS) -> tuple[list[str], list[str]]:
+    """Every k-th category as a tick value, with the bare token label as its text."""
+    step = max(1, int(np.ceil(len(categories) / n_max)))
+    picked = range(0, len(categories), step)
+    return [categories[i] for i in picked], [str(labels[i]) for i in picked]
 
 
 def attention_heatmap(pattern: np.ndarray, query_labels, key_labels, *, causal: bool = False,
@@ -31,17 +32,18 @@ def attention_heatmap(pattern: np.ndarray, query_labels, key_labels, *, causal: 
     z = pattern.copy()
     if causal:
         z[np.triu_indices(n_q, k=1, m=n_k)] = np.nan
-    q_text = np.asarray([str(s) for s in query_labels], dtype=object)
-    k_text = np.asarray([str(s) for s in key_labels], dtype=object)
-    custom = np.stack(np.broadcast_arrays(q_text[:, None], k_text[None, :]), axis=-1)
+    # Axis categories "position token" are unique even when tokens repeat, and let the
+    # hover name both tokens without a per-cell customdata array (5 MB at 512 tokens).
+    q_cat = [f"{i} {lab}" for i, lab in enumerate(query_labels)]
+    k_cat = [f"{j} {lab}" for j, lab in enumerate(key_labels)]
+    finite = np.isfinite(z)
     fig = go.Figure(go.Heatmap(
-        z=z, x=np.arange(n_k), y=np.arange(n_q), customdata=custom, colorscale=colorscale,
-        zmin=0, zmax=zmax if zmax is not None else float(np.nanmax(z)) if np.isfinite(z).any() else 1,
+        z=z, x=k_cat, y=q_cat, colorscale=colorscale,
+        zmin=0, zmax=zmax if zmax is not None else float(np.nanmax(z)) if finite.any() else 1,
         hoverongaps=False, colorbar=dict(title="weight"),
-        hovertemplate="query %{y}: %{customdata[0]}<br>key %{x}: %{customdata[1]}"
-                      "<br>weight %{z:.4f}<extra></extra>"))
-    xv, xt = _ticks(k_text)
-    yv, yt = _ticks(q_text)
+        hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"))
+    xv, xt = _ticks(k_cat, key_labels)
+    yv, yt = _ticks(q_cat, query_labels)
     side = max(360, min(900, 60 + 16 * max(n_q, n_k)))
     fig.update_layout(
         title=title, height=side, margin=dict(l=10, r=10, t=40 if title else 10, b=10),

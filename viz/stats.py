@@ -214,17 +214,28 @@ def top_metric(frame: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Seri
 
 # --------------------------------------------------------------------------- similarity
 
-def head_distances(data: Block | np.ndarray) -> np.ndarray:
+def query_rows(n_queries: int, max_rows: int | None) -> np.ndarray:
+    """All query positions, or ``max_rows`` evenly spaced ones (first and last included)."""
+    if max_rows is None or n_queries <= max_rows:
+        return np.arange(n_queries)
+    return np.unique(np.linspace(0, n_queries - 1, max_rows).round().astype(int))
+
+
+def head_distances(data: Block | np.ndarray, *, max_rows: int | None = None) -> np.ndarray:
     """Jensen-Shannon distance (base 2, in [0, 1]) between every pair of heads.
 
     Rows of the two heads are compared query by query and the distances are
     averaged over query rows (Clark et al. 2019).  Returns an
     (n_layers * n_heads, n_layers * n_heads) symmetric matrix with a zero
     diagonal; head ``(layer, head)`` is index ``layer * n_heads + head``.
+
+    The cost grows with heads² x tokens²: ``max_rows`` averages over that many
+    evenly spaced query rows instead of all of them (an estimate, for long texts).
     """
     pattern = _as_pattern(data)
     n_layers, n_heads, n_q, n_k = pattern.shape
-    flat = pattern.reshape(n_layers * n_heads, n_q, n_k)
+    rows = query_rows(n_q, max_rows)
+    flat = pattern[:, :, rows].reshape(n_layers * n_heads, len(rows), n_k)
     n = flat.shape[0]
     dist = np.zeros((n, n))
     # One head against all later heads at a time: memory stays at n * Tq * Tk.
@@ -280,10 +291,11 @@ class SimilarityMap:
         return frame
 
 
-def similarity_map(data: Block | np.ndarray, *, seed: int = 0) -> SimilarityMap:
-    """Distances between all heads plus a seeded 2-D MDS embedding."""
+def similarity_map(data: Block | np.ndarray, *, seed: int = 0,
+                   max_rows: int | None = None) -> SimilarityMap:
+    """Distances between all heads plus a seeded 2-D MDS embedding (see :func:`head_distances`)."""
     pattern = _as_pattern(data)
-    distances = head_distances(pattern)
+    distances = head_distances(pattern, max_rows=max_rows)
     return SimilarityMap(distances, embed_heads(distances, seed=seed),
                          pattern.shape[0], pattern.shape[1])
 

@@ -270,6 +270,13 @@ def pick_kind(result: AttentionResult) -> str:
     return kind
 
 
+def select_layer_head(layer: int, head: int | None) -> None:
+    """Make (layer, head) the picked one on every page (e.g. from a click on a figure)."""
+    for name, value in (("layer", layer), ("head", "mean" if head is None else head)):
+        st.session_state[f"w_{name}"] = str(value)
+        st.session_state[f"viz_{name}"] = str(value)
+
+
 def pick_layer_head(block: Block, *, allow_mean: bool = True, key_prefix: str = "") -> tuple[int, int | None]:
     """Layer and head pickers; head None means the mean over heads."""
     layers = [str(i) for i in range(block.n_layers)]

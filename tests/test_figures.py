@@ -1,0 +1,32 @@
+"""The shared heatmap builder, on hand-made matrices."""
+import numpy as np
+
+from viz.figures import attention_heatmap, export_config
+
+
+def test_repeated_tokens_keep_separate_rows():
+    a = np.eye(3, dtype=np.float32)
+    fig = attention_heatmap(a, ["the", "cat", "the"], ["the", "cat", "the"])
+    trace = fig.data[0]
+    assert len(set(trace.y)) == 3 and len(set(trace.x)) == 3  # no merged rows
+    assert list(fig.layout.yaxis.ticktext) == ["the", "cat", "the"]
+    assert fig.layout.yaxis.autorange == "reversed"
+    np.testing.assert_array_equal(np.asarray(trace.z), a)
+
+
+def test_causal_mask_is_a_gap_not_zero():
+    a = np.tril(np.ones((4, 4), np.float32)) / np.arange(1, 5)[:, None]
+    z = np.asarray(attention_heatmap(a, list("abcd"), list("abcd"), causal=True).data[0].z)
+    assert np.isnan(z[0, 1]) and np.isnan(z[2, 3]) and z[3, 0] == 0.25
+
+
+def test_hover_names_query_key_weight_and_ticks_thin_out():
+    n = 300
+    fig = attention_heatmap(np.full((n, n), 1 / n, np.float32), [f"t{i}" for i in range(n)], [f"t{i}" for i in range(n)])
+    assert "query" in fig.data[0].hovertemplate and "weight" in fig.data[0].hovertemplate
+    assert len(fig.layout.xaxis.tickvals) <= 80 and fig.layout.xaxis.ticktext[1] == "t4"
+
+
+def test_export_config_file_name_is_safe():
+    cfg = export_config("attention L1/H2 <x>")
+    assert cfg["toImageButtonOptions"]["filename"] == "attention_L1_H2__x_"
