@@ -142,15 +142,28 @@ READY = "[data-testid='stApp'][data-test-connection-state='CONNECTED'][data-test
 NO_SPINNER = "!document.querySelector(\"[data-testid='stSpinner']\")"
 
 
+# Did this session ever show the "waiting for a free slot" state (viz.ui.compute)?
+WATCH_WAITING = """
+window.__sawWaiting = false;
+const __watch = setInterval(() => {
+  if (document.body && document.body.textContent.includes('Waiting for a free slot')) {
+    window.__sawWaiting = true; clearInterval(__watch);
+  }
+}, 150);
+"""
+
+
 @dataclass
 class Outcome:
     seconds: float
     error: str = ""
+    saw_waiting: bool = False
 
 
 async def one_session(browser, url: str, view: str, word: str, timeout_s: float) -> Outcome:
     """Open ``url`` in a fresh context; time until the script finished and ``view`` shows ``word``."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    await context.add_init_script(WATCH_WAITING)
     page = await context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
@@ -172,7 +185,7 @@ async def one_session(browser, url: str, view: str, word: str, timeout_s: float)
                                                  .text_content() or "")[:120])
         if dialogs:
             problems.append(f"dialog: {dialogs}")
-        return Outcome(elapsed, "; ".join(problems))
+        return Outcome(elapsed, "; ".join(problems), bool(await page.evaluate("window.__sawWaiting")))
     except Exception as exc:  # noqa: BLE001 - a failed session is a result, not a crash
         return Outcome(time.perf_counter() - start, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
     finally:
@@ -190,6 +203,7 @@ class BurstResult:
     rss_peak: float
     rss_after: float
     load_before: str
+    saw_waiting: int = 0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -222,7 +236,7 @@ async def burst(server: Server, *, target: str, path: str, view: str, n: int, ti
     return BurstResult(target=target, sessions=n, times=[o.seconds for o in outcomes if not o.error],
                        errors=[o.error for o in outcomes if o.error], rss_before=rss_before,
                        rss_peak=max(rss.samples, default=float("nan")), rss_after=server.rss_mb(),
-                       load_before=load_before)
+                       load_before=load_before, saw_waiting=sum(o.saw_waiting for o in outcomes))
 
 
 async def soak(server: Server, *, runs: int, max_minutes: float, timeout_s: float) -> list[tuple[int, float, float, str]]:
@@ -256,12 +270,12 @@ def loadavg() -> str:
 # ---------------------------------------------------------------- report
 def burst_table(results: list[BurstResult]) -> str:
     lines = ["| target | sessions | ok | errors | p50 s | p95 s | max s | server RSS before / peak / after MB "
-             "| load avg before |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| load avg before | saw \"waiting\" |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.target} | {r.sessions} | {len(r.times)} | {len(r.errors)} | {pct(r.times, 50):.1f} "
                      f"| {pct(r.times, 95):.1f} | {max(r.times, default=float('nan')):.1f} "
-                     f"| {r.rss_before:.0f} / {r.rss_peak:.0f} / {r.rss_after:.0f} | {r.load_before} |")
+                     f"| {r.rss_before:.0f} / {r.rss_peak:.0f} / {r.rss_after:.0f} | {r.load_before} | {r.saw_waiting} |")
     return "\n".join(lines)
 
 

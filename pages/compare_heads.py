@@ -16,15 +16,15 @@ if result is None:
     st.stop()
 
 kind = ui.pick_kind(result)
-block = result.block(kind)
+block = ui.view_options(result.block(kind))
 
 
 def _memo(res, blk_kind):
     """Metrics and similarity map of one result's block, kept for this session's reruns."""
     memo = st.session_state.setdefault("cmp_memo", {})
-    key = (id(res), res.model.name, res.text, res.pair, res.target, blk_kind)
+    key = (id(res), res.model.name, res.text, res.pair, res.target, blk_kind, ui.view_flags())
     if key not in memo:
-        blk = res.block(blk_kind)
+        blk = ui.transform(res.block(blk_kind))
         if len(memo) > 8:
             memo.clear()
         memo[key] = {"metrics": stats.head_metrics(blk)}

@@ -9,7 +9,7 @@ if result is None:
     st.stop()
 
 kind = ui.pick_kind(result)
-block = result.block(kind)
+block = ui.view_options(result.block(kind))
 layer, head = ui.pick_layer_head(block, allow_mean=True)
 st.caption("A single head is shown alone at first; 'mean of all heads' shows every head. "
            "Toggle heads in the view's legend.")

@@ -9,7 +9,7 @@ if result is None:
     st.stop()
 
 kind = ui.pick_kind(result)
-block = result.block(kind)
+block = ui.view_options(result.block(kind))
 MOSAIC_KEY = "model_view_mosaic"
 
 

@@ -37,9 +37,25 @@ def tiny_models(tiny_models_root) -> dict[str, str]:
     return {family: str(tiny_models_root / family) for family in model_builder.FAMILIES}
 
 
+def _navigation_mode_pages_manager():
+    """AppTest resets Streamlit's pages-directory flag before every run, so each run would start in
+    the old mode that skips app.py (viz.ui then reruns once, which drops a clicked button). Make
+    AppTest start the way a running server does after its first request: app.py + st.navigation."""
+    import streamlit.testing.v1.app_test as app_test_module
+    from streamlit.runtime.pages_manager import PagesManager
+
+    class NavigationPagesManager(PagesManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False
+
+    app_test_module.PagesManager = NavigationPagesManager
+
+
 def run_app(page_path: str | None = None, timeout: float = 120, **query_params):
     """Run app.py in AppTest (switched to ``page_path``) with the given URL query parameters."""
     from streamlit.testing.v1 import AppTest
+    _navigation_mode_pages_manager()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
     for key, value in query_params.items():
         at.query_params[key] = str(value)

@@ -74,12 +74,12 @@ def test_copy_link_reproduces_the_view(settled, app_url):
     assert parts.path.endswith("/heatmap") and params["layer"] == "4" and params["head"] == "7"
     assert params["text"] == TEXT
     assert link.startswith(app_url)
-    # a second browser tab opened on the link shows the same state
-    other = page.context.new_page()
-    other.goto(link)
-    wait_for_app(other, timeout=180_000)
-    assert other.locator("[data-testid='stCode'] code").inner_text().strip() == link
-    other.close()
+    # opening the link (a new session: a full page load) shows the same state
+    page.goto("about:blank")
+    page.goto(link)
+    wait_for_app(page, timeout=180_000)
+    assert page.locator("[data-testid='stCode'] code").inner_text().strip() == link
+    assert page.get_by_text("layer 4", exact=True).first.is_visible()
 
 
 def test_downloads_produce_files(settled, app_url, tmp_path):

@@ -220,7 +220,10 @@ def test_cli_sample(tmp_path, tiny_models, name):
 
 
 # ---------------------------------------------------------------- the app (AppTest, a sample)
-APP_SAMPLE = ("empty", "spaces", "100k-chars", "100k-newlines", "ctl-00-inside", "ctl-1b-alone", "lone-in-text",
+# No lone surrogates here: a browser cannot send one (its UTF-8 encoder turns them into U+FFFD), and
+# neither can AppTest; they are covered through the API above and as broken UTF-8 in the URL in Chromium.
+# An empty ?text= means "no text given" (the default sentence), so "empty" is only typed into the box.
+APP_SAMPLE = ("spaces", "100k-chars", "100k-newlines", "ctl-00-inside", "ctl-1b-alone", "ctl-00-alone",
               "bidi-202e-inside", "zw-ZERO WIDTH SPACE-alone", "emoji-2", "script-3", "xss-0", "xss-6", "xss-27",
               "xss-29", "special-many", "ansi", "c1")
 
@@ -242,7 +245,7 @@ def test_app_url_input(app_test, name):
     assert "Traceback" not in _shown(at)
 
 
-@pytest.mark.parametrize("name", ["xss-1", "ctl-00-inside", "lone-in-text", "100k-newlines", "empty"])
+@pytest.mark.parametrize("name", ["xss-1", "ctl-00-inside", "100k-newlines", "empty", "spaces"])
 def test_app_typed_into_sidebar(app_test, name):
     at = app_test("pages/heatmap.py")
     text = dict(CORPUS)[name][:20000]  # the text box holds at most 20,000 characters
@@ -250,6 +253,10 @@ def test_app_typed_into_sidebar(app_test, name):
     at.sidebar.button[0].click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+    if not text.strip():
+        assert any("empty" in w.value for w in at.warning)
+    else:
+        assert len(at.get("plotly_chart")) == 1
 
 
 def test_app_long_pair_and_target_from_url(app_test, tiny_models):

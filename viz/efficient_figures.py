@@ -274,11 +274,14 @@ def bench_figure(bench) -> go.Figure:
         pts = [(r.length, getattr(r, attr)) for r in bench.rows if getattr(r, attr) is not None]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
                                  name=label, line=dict(color=color)))
-    skipped = ", ".join(str(n) for n in bench.skipped) or "none"
+    no_full = [r.length for r in bench.rows if r.full_ms is None] + list(bench.skipped)
+    no_window = [r.length for r in bench.rows if r.window_ms is None] + list(bench.skipped)
+    skipped = (f"full: {', '.join(map(str, sorted(no_full))) or 'none'}; "
+               f"window: {', '.join(map(str, sorted(no_window))) or 'none'}")
     fig.update_layout(
         title=f"Measured on this machine: full vs windowed attention, one head<br><sub>d={bench.d_head}, "
               f"{bench.threads} torch thread(s); time budget {bench.budget_s:.1f} s, used {bench.elapsed_s:.2f} s; "
-              f"lengths not measured: {skipped}</sub>",
+              f"not measured (would overrun the budget): {skipped}</sub>",
         xaxis=dict(type="log", title="tokens"), yaxis=dict(type="log", title="milliseconds"),
         height=380, margin=dict(l=10, r=10, t=60, b=10))
     return fig

@@ -305,6 +305,24 @@ def _flag_toggle(name: str, label: str, help_text: str) -> bool:
     return value
 
 
+def view_flags() -> tuple[bool, bool]:
+    """(word level, hide special tokens) as last picked on any page."""
+    return bool(_state("words", False)), bool(_state("nospecial", False))
+
+
+def transform(block: Block) -> Block:
+    """Apply the current word-level / hide-special options to another block (no widgets)."""
+    from viz import aggregate
+    words, hide = view_flags()
+    if not (words or hide):
+        return block
+    try:
+        out = aggregate.transform_block(block, word_level=words, hide_special=hide)
+    except ValueError:
+        return block
+    return out if len(out.queries) and len(out.keys) else block
+
+
 def view_options(block: Block) -> Block:
     """Word-level merging and special-token hiding (Clark et al. 2019), shared by the views.
 
@@ -314,23 +332,16 @@ def view_options(block: Block) -> Block:
     from viz import aggregate
     c1, c2 = st.columns(2)
     with c1:
-        words = _flag_toggle("words", "Word level",
-                             "Merge subword tokens into words: attention to a word is summed, from it averaged.")
+        _flag_toggle("words", "Word level",
+                     "Merge subword tokens into words: attention to a word is summed, from it averaged.")
     with c2:
-        hide = _flag_toggle("nospecial", "Hide special tokens",
-                            "Drop [CLS]/[SEP]/BOS/EOS and renormalise each row to sum to 1.")
-    if not (words or hide):
-        return block
-    note = aggregate.describe_transform(word_level=words, hide_special=hide)
-    try:
-        out = aggregate.transform_block(block, word_level=words, hide_special=hide)
-    except ValueError as exc:
-        st.info(f"Cannot apply these options here: {exc}")
-        return block
-    if len(out.queries) == 0 or len(out.keys) == 0:
-        st.info("Nothing is left once special tokens are hidden; showing all tokens.")
-        return block
-    st.caption(note)
+        _flag_toggle("nospecial", "Hide special tokens",
+                     "Drop [CLS]/[SEP]/BOS/EOS and renormalise each row to sum to 1.")
+    out = transform(block)
+    if out is not block:
+        st.caption(aggregate.describe_transform(word_level=view_flags()[0], hide_special=view_flags()[1]))
+    elif any(view_flags()):
+        st.caption("These options change nothing for this text.")
     return out
 
 
