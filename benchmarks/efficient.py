@@ -28,22 +28,7 @@ from viz import efficient as ef  # noqa: E402
 from viz import efficient_figures as eff  # noqa: E402
 from viz.capture import capture  # noqa: E402
 from viz.models import load_model  # noqa: E402
-
-WORDS = ("the quick brown fox jumps over the lazy dog while students watch attention patterns "
-         "emerge across layers and heads of a small transformer model").split()
-
-
-def text_of(n_tokens: int, loaded) -> str:
-    """A text that tokenizes to exactly n_tokens (special tokens included), by bisection on words."""
-    words = WORDS * (n_tokens // len(WORDS) + 2)
-    lo, hi = 1, len(words)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(loaded.tokenizer(" ".join(words[:mid]))["input_ids"]) >= n_tokens:
-            hi = mid
-        else:
-            lo = mid + 1
-    return " ".join(words[:lo])
+from common import text_of  # noqa: E402
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:

@@ -22,6 +22,7 @@ from viz.capture import capture  # noqa: E402
 from viz.flow import (FLOW_MAX_TOKENS, FLOW_TIME_LIMIT_S, attention_flow,  # noqa: E402
                       norm_based_from_internals, rollout)
 from viz.models import load_model  # noqa: E402
+from common import text_of  # noqa: E402
 from viz.result import ENCODER  # noqa: E402
 
 PARAGRAPH = ("The animal didn't cross the street because it was too tired. Attention lets every token "
@@ -47,17 +48,6 @@ def timed(fn, repeats: int = REPEATS) -> tuple[float, object]:
         cpu.append(time.process_time() - start_cpu)
     CPU_TIMES[:] = [statistics.median(cpu)]
     return statistics.median(times), result
-
-
-def text_of(loaded, n_tokens: int) -> str:
-    """A text that tokenizes to exactly ``n_tokens`` (special tokens included) or is cut there."""
-    words = (PARAGRAPH * 40).split()
-    lo, hi = 1, len(words)
-    while lo < hi:                      # the longest prefix whose token count is <= n_tokens
-        mid = (lo + hi + 1) // 2
-        count = len(loaded.tokenizer(" ".join(words[:mid]))["input_ids"])
-        lo, hi = (mid, hi) if count <= n_tokens else (lo, mid - 1)
-    return " ".join(words[:lo]) if lo < len(words) else " ".join(words)
 
 
 def main() -> int:
@@ -100,7 +90,7 @@ def main() -> int:
     t_norm_only, _ = timed(lambda: norm_based_from_internals(res.internals[last]))
     rows.append(("norm-based, one layer, arithmetic only", n_tokens, t_norm_only, CPU_TIMES[0], "-"))
 
-    short = capture(text_of(loaded, FLOW_MAX_TOKENS), model=loaded)
+    short = capture(text_of(FLOW_MAX_TOKENS, loaded), model=loaded)
     n_short = len(short.tokens)
     t_flow, flow = timed(lambda: attention_flow(short.attentions, layer=n_layers - 1), repeats=3)
     assert flow.complete
