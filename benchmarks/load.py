@@ -205,6 +205,71 @@ async def one_session(browser, url: str, view: str, word: str, timeout_s: float,
             await context.close()
 
 
+async def ws_session(url: str, page_name: str, query: str, want: str, word: str, timeout_s: float) -> Outcome:
+    """A browser-less session: Streamlit's own websocket protocol, as the frontend speaks it.
+
+    Times from connecting until the script run that delivers the ``want`` element (the heatmap's
+    plotly_chart, or the trivial page's markdown) has finished: the server's whole cost for one
+    student, without a browser on this machine drawing it.
+    """
+    import websockets
+    from streamlit.proto.Alert_pb2 import Alert
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    start = time.perf_counter()
+    problems, saw_waiting, got = [], False, ""
+    try:
+        async with websockets.connect(url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"],
+                                      max_size=2 ** 28, open_timeout=timeout_s) as ws:
+            msg = BackMsg()
+            msg.rerun_script.query_string = query
+            msg.rerun_script.page_name = page_name
+            await ws.send(msg.SerializeToString())
+            deadline = start + timeout_s
+            while True:
+                fm = ForwardMsg()
+                fm.ParseFromString(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.perf_counter())))
+                kind = fm.WhichOneof("type")
+                if kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
+                    el = fm.delta.new_element
+                    name = el.WhichOneof("type")
+                    if name == want:
+                        got = getattr(el, name).spec if name == "plotly_chart" else getattr(el, name).body
+                    elif name == "exception":
+                        problems.append("exception: " + el.exception.message[:120])
+                    elif name == "alert":
+                        if el.alert.format == Alert.Format.Value("ERROR"):
+                            problems.append("error: " + el.alert.body[:120])
+                        saw_waiting |= "Waiting for a free slot" in el.alert.body
+                elif kind == "script_finished" and fm.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY and got:
+                    break
+    except Exception as exc:  # noqa: BLE001 - a failed session is a result, not a crash
+        problems.append(f"{type(exc).__name__}: {str(exc)[:160]}")
+    elapsed = time.perf_counter() - start
+    if got and word and word not in got:
+        problems.append(f"view lacks '{word}'")
+    return Outcome(elapsed, "; ".join(problems), saw_waiting)
+
+
+async def ws_burst(server: Server, *, target: str, path: str, want: str, n: int, timeout_s: float,
+                   offset: int = 0) -> BurstResult:
+    warm_text, _ = sentence(offset + 900)
+    await ws_session(server.url, path, f"text={quote(warm_text)}", want, "", timeout_s)
+    await asyncio.sleep(2)
+    load_before, rss_before = loadavg(), server.rss_mb()
+    with RssSampler(server) as rss:
+        jobs = []
+        for i in range(n):
+            text, word = sentence(offset + i)
+            jobs.append(ws_session(server.url, path, f"text={quote(text)}", want, word if path else "", timeout_s))
+        outcomes = await asyncio.gather(*jobs)
+    await asyncio.sleep(1)
+    return BurstResult(target=target, sessions=n, times=[o.seconds for o in outcomes if not o.error],
+                       errors=[o.error for o in outcomes if o.error], rss_before=rss_before,
+                       rss_peak=max(rss.samples, default=float("nan")), rss_after=server.rss_mb(),
+                       load_before=load_before, saw_waiting=sum(o.saw_waiting for o in outcomes))
+
+
 # ---------------------------------------------------------------- burst and soak
 @dataclass
 class BurstResult:
@@ -258,11 +323,23 @@ async def burst(server: Server, *, target: str, path: str, view: str, n: int, ti
                        load_before=load_before, saw_waiting=sum(o.saw_waiting for o in outcomes))
 
 
-async def soak(server: Server, *, runs: int, max_minutes: float, timeout_s: float) -> list[tuple[int, float, float, str]]:
+async def soak(server: Server, *, runs: int, max_minutes: float, timeout_s: float,
+               client: str = "ws") -> list[tuple[int, float, float, str]]:
     """Sequential fresh sessions; (run, seconds, RSS MB after the run, error) for each."""
-    from playwright.async_api import async_playwright
     rows = []
     deadline = time.time() + max_minutes * 60
+    if client == "ws":
+        for i in range(runs):
+            if time.time() > deadline:
+                print(f"soak stopped at the time bound after {i} runs", flush=True)
+                break
+            text, word = long_sentence(i)
+            out = await ws_session(server.url, "heatmap", f"text={quote(text)}", "plotly_chart", word, timeout_s)
+            rows.append((i + 1, out.seconds, server.rss_mb(), out.error))
+            if (i + 1) % 25 == 0:
+                print(f"  soak {i + 1}/{runs}: {out.seconds:.2f} s, RSS {rows[-1][2]:.0f} MB", flush=True)
+        return rows
+    from playwright.async_api import async_playwright
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         ctx = await new_context(browser)
@@ -299,7 +376,7 @@ def burst_table(results: list[BurstResult]) -> str:
     return "\n".join(lines)
 
 
-def soak_table(rows, cache_mb: int) -> str:
+def soak_table(rows, cache_mb: int, client: str) -> str:
     if not rows:
         return "(no soak run)"
     n = len(rows)
@@ -310,7 +387,7 @@ def soak_table(rows, cache_mb: int) -> str:
     denom = sum((x - mx) ** 2 for x in xs) or 1.0
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, rss_half)) / denom
     checkpoints = sorted({1, n // 4, n // 2, 3 * n // 4, n} - {0})
-    lines = [f"Soak: {n} sequential fresh sessions on /heatmap, each a new ~80-token text "
+    lines = [f"Soak: {n} sequential fresh sessions ({client} client) on /heatmap, each a new ~80-token text "
              f"(VIZ_CACHE_MB={cache_mb}, so the result cache fills and evicts early).",
              "",
              "| run | RSS MB | run time s |", "|---|---|---|"]
@@ -328,48 +405,69 @@ def soak_table(rows, cache_mb: int) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=30)
-    ap.add_argument("--bursts", type=int, default=1, help="bursts per target (0: skip the burst)")
+    ap.add_argument("--bursts", type=int, default=1, help="bursts per target and client (0: skip the burst)")
+    ap.add_argument("--clients", default="ws,browser",
+                    help="ws: browser-less websocket sessions (the server's cost); browser: Chromium tabs "
+                         "(end to end, but the browser runs on this same machine)")
     ap.add_argument("--separate-contexts", action="store_true",
-                    help="a fresh browser context per session (no shared browser cache: the browser, on this "
-                         "same machine, then costs more CPU than the server)")
+                    help="browser: a fresh context per session (no shared browser cache: the browser, on this "
+                         "same machine, then costs far more CPU than the server)")
     ap.add_argument("--soak", type=int, default=300, help="sequential runs in the soak (0: skip)")
+    ap.add_argument("--soak-client", choices=("ws", "browser"), default="ws")
     ap.add_argument("--soak-minutes", type=float, default=30)
     ap.add_argument("--soak-cache-mb", type=int, default=16)
+    ap.add_argument("--soak-idle", type=float, default=130,
+                    help="seconds to wait after the soak before a last RSS reading (Streamlit keeps a "
+                         "disconnected session for server.disconnectedSessionTTL = 120 s)")
+    ap.add_argument("--soak-session-ttl", type=int, default=None,
+                    help="server.disconnectedSessionTTL for the soak's server (default: Streamlit's 120 s)")
     ap.add_argument("--timeout", type=float, default=180, help="seconds per session")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "load_results.md"))
     args = ap.parse_args(argv)
-    if chromium_path() is None:
+    clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    if ("browser" in clients or args.soak_client == "browser") and chromium_path() is None:
         print("Chromium is missing (apt-get install chromium)", file=sys.stderr)
         return 2
 
     sections = [f"# Load test ({time.strftime('%Y-%m-%d %H:%M')})", "",
                 f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
                 f"load average at start {loadavg()} (other work on the machine shows here). "
-                f"Server: `VIZ_SERVER_MODE=1`, embedded model, 127.0.0.1. Browser: {args.sessions} tabs "
-                f"({'each in its own context' if args.separate_contexts else 'in one context whose cache was warmed by one visit'}) "
-                f"of one headless Chromium on the same machine (it competes for the same cores). "
-                f"Time = navigation until the script has finished and the view is drawn "
-                f"(app: the heatmap with that student's tokens; trivial page: its markdown).", ""]
+                f"Server: `VIZ_SERVER_MODE=1`, embedded model, 127.0.0.1, warmed by one visit. "
+                f"Each session has its own sentence.", "",
+                "- websocket: browser-less clients speaking Streamlit's protocol; time = connect until the "
+                "script run that delivers the view (the heatmap's figure with that student's tokens; the "
+                "trivial page's markdown) has finished. This is the server's cost.",
+                f"- browser: {args.sessions} tabs of one headless Chromium "
+                f"({'each in its own context' if args.separate_contexts else 'one context, cache warmed by one visit'}); "
+                "time = navigation until the script has finished and the view is drawn. Chromium runs on the "
+                "same 2 cores (30 students would bring 30 machines), so this measures the browser as much "
+                "as the server.", ""]
     results: list[BurstResult] = []
     if args.bursts:
-        for target, script, path, view in (
-                ("trivial Streamlit page", "benchmarks/trivial_app.py", "", "[data-testid='stMarkdown']"),
-                ("app /heatmap", "app.py", "heatmap", ".js-plotly-plot")):
+        for target, script, path, view, want in (
+                ("trivial Streamlit page", "benchmarks/trivial_app.py", "", "[data-testid='stMarkdown']", "markdown"),
+                ("app /heatmap", "app.py", "heatmap", ".js-plotly-plot", "plotly_chart")):
             server = Server(script, env={"VIZ_SERVER_MODE": "1"}).start()
             try:
                 # The teacher's own first visit: loads the model, warms imports.
-                warm = asyncio.run(burst(server, target="warm-up", path=path, view=view, n=1,
-                                         timeout_s=args.timeout, offset=99))
-                idle = server.rss_mb()
-                print(f"{target}: warm-up {warm.times or warm.errors}, idle RSS {idle:.0f} MB", flush=True)
-                for b in range(args.bursts):
-                    r = asyncio.run(burst(server, target=target, path=path, view=view, n=args.sessions,
-                                          timeout_s=args.timeout, offset=b * args.sessions,
-                                          shared=not args.separate_contexts))
-                    results.append(r)
-                    print(burst_table([r]).splitlines()[-1], flush=True)
-                    for e in sorted(set(r.errors))[:5]:
-                        print("   error:", e, flush=True)
+                warm = asyncio.run(ws_session(server.url, path, "text=" + quote(sentence(99)[0]), want, "",
+                                              args.timeout))
+                print(f"{target}: warm-up {warm.seconds:.1f} s {warm.error}, idle RSS {server.rss_mb():.0f} MB",
+                      flush=True)
+                for client in clients:
+                    for b in range(args.bursts):
+                        offset = (b + 1) * args.sessions * (1 + clients.index(client))
+                        if client == "ws":
+                            r = asyncio.run(ws_burst(server, target=f"{target}, websocket", path=path, want=want,
+                                                     n=args.sessions, timeout_s=args.timeout, offset=offset))
+                        else:
+                            r = asyncio.run(burst(server, target=f"{target}, browser", path=path, view=view,
+                                                  n=args.sessions, timeout_s=args.timeout, offset=offset,
+                                                  shared=not args.separate_contexts))
+                        results.append(r)
+                        print(burst_table([r]).splitlines()[-1], flush=True)
+                        for e in sorted(set(r.errors))[:5]:
+                            print("   error:", e, flush=True)
             finally:
                 server.stop()
         sections += ["## Burst", "", burst_table(results), ""]
@@ -378,12 +476,21 @@ def main(argv=None) -> int:
             sections += ["Errors:", ""] + [f"- {e}" for e in errs[:10]] + [""]
     rows = []
     if args.soak:
-        server = Server("app.py", env={"VIZ_SERVER_MODE": "1", "VIZ_CACHE_MB": str(args.soak_cache_mb)}).start()
+        env = {"VIZ_SERVER_MODE": "1", "VIZ_CACHE_MB": str(args.soak_cache_mb)}
+        if args.soak_session_ttl is not None:
+            env["STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL"] = str(args.soak_session_ttl)
+        server = Server("app.py", env=env).start()
         try:
-            rows = asyncio.run(soak(server, runs=args.soak, max_minutes=args.soak_minutes, timeout_s=args.timeout))
+            rows = asyncio.run(soak(server, runs=args.soak, max_minutes=args.soak_minutes, timeout_s=args.timeout,
+                                    client=args.soak_client))
+            time.sleep(max(0.0, min(args.soak_idle, 600)))
+            idle_rss = server.rss_mb()
         finally:
             server.stop()
-        sections += ["## Soak", "", soak_table(rows, args.soak_cache_mb), ""]
+        ttl = args.soak_session_ttl if args.soak_session_ttl is not None else "120 (default)"
+        sections += ["## Soak", "", f"server.disconnectedSessionTTL = {ttl} s.", "",
+                     soak_table(rows, args.soak_cache_mb, args.soak_client), "",
+                     f"RSS after {args.soak_idle:.0f} s idle at the end: {idle_rss:.0f} MB.", ""]
         sections += ["RSS every 25 runs (MB): " + ", ".join(f"{r[2]:.0f}" for r in rows[24::25]), ""]
     sections.append(f"Load average at the end: {loadavg()}.")
     report = "\n".join(sections) + "\n"

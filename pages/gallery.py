@@ -4,6 +4,7 @@ from streamlit.errors import StreamlitAPIException
 
 from viz import explain, gallery, models, ui
 
+ui.ensure_navigation()  # this page reads no result; still make app.py run on a fresh server
 st.title("Example gallery")
 st.markdown("Each example sets the text (and the model when it needs another kind), then opens the view "
             "where the effect shows. The note says what to look for.")

@@ -3,6 +3,7 @@ import streamlit as st
 
 from viz import explain, ui
 
+ui.ensure_navigation()  # this page reads no result; still make app.py run on a fresh server
 st.title("Glossary")
 st.header("The ideas")
 st.markdown(explain.core_ideas_markdown())

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models of each family, AppTest runs, a live server and a Chromium page."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -77,36 +78,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    """Base URL of a `streamlit run app.py` server started for the test session."""
+@contextlib.contextmanager
+def streamlit_server(log: Path, **env_overrides):
+    """A `streamlit run app.py` server on a free loopback port; yields its base URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", VIZ_TORCH_THREADS="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VIZ_TORCH_THREADS="1", **env_overrides)
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited early:\n{log.read_text()}")
-    else:
-        proc.kill()
-        raise RuntimeError(f"streamlit did not start:\n{log.read_text()}")
-    yield url
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited early:\n{log.read_text()}")
+        else:
+            raise RuntimeError(f"streamlit did not start:\n{log.read_text()}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """Base URL of a `streamlit run app.py` server started for the test session."""
+    with streamlit_server(tmp_path_factory.mktemp("server") / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -50,3 +50,14 @@ def test_hostile_text_shows_literally_and_fires_nothing(page, app_url):
     assert page.locator("img[src='x']").count() == 0
     assert page.dialogs == []
     shot(page, "hostile_heatmap")
+
+
+def test_fresh_server_first_request_to_a_sub_page(page, tmp_path):
+    """A shared link is often the first request a classroom server gets: it must show the full app."""
+    from conftest import streamlit_server
+    with streamlit_server(tmp_path / "fresh.log") as url:
+        page.goto(f"{url}/glossary")
+        wait_for_app(page)
+        page.get_by_role("textbox", name="Text").wait_for(timeout=30_000)  # the shared sidebar is there
+        nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Glossary" in nav and "app" not in nav.split()

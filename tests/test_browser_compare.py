@@ -79,10 +79,6 @@ def test_detectors_for_an_encoder(app_test):
 
 def test_corpus_tab_runs_capped_sample_corpus(app_test, monkeypatch):
     import viz.settings
-    import viz.ui
-    # ui._ensure_navigation reruns every AppTest run (AppTest resets the pages-directory flag),
-    # and a rerun drops the button click; the server only does it once per process.
-    monkeypatch.setattr(viz.ui, "_ensure_navigation", lambda: None)
     monkeypatch.setattr(viz.settings, "SETTINGS", dataclasses.replace(viz.settings.SETTINGS, upload_max_lines=4))
     at = app_test(PAGE, text=TEXT, cmp_tab="Corpus")
     _no_errors(at)

@@ -81,6 +81,10 @@ def test_share_url():
     parts = urlsplit(url)
     assert parts.path == "/base/heatmap" and parse_qs(parts.query) == {"text": ["a & b?"], "layer": ["2"]}
     assert ui_share.share_url(None, "", {}) == "/"
+    pages = {"heatmap", "attention_math", "home"}
+    assert ui_share.app_base("http://h:1/heatmap/heatmap", pages) == "http://h:1"
+    assert ui_share.app_base("http://h:1/base/attention_math/", pages) == "http://h:1/base"
+    assert ui_share.app_base("http://h:1", pages) == "http://h:1" and ui_share.app_base(None, pages) == ""
 
 
 
@@ -93,7 +97,8 @@ def test_csv_is_long_form_and_bounded(embedded):
     frame = pd.read_csv(io.BytesIO(ui_share.attention_csv(block, scope)), keep_default_na=False)
     assert list(frame.columns) == ["layer", "head", "query_pos", "key_pos", "query_token", "key_token", "weight"]
     assert len(frame) == L * H * T * T
-    row = frame[(frame["layer"] == 4) & (frame["head"] == 7) & (frame["query_pos"] == 2) & (frame["key_pos"] == 3)].iloc[0]
+    pick = (frame["layer"] == 4) & (frame["head"] == 7) & (frame["query_pos"] == 2) & (frame["key_pos"] == 3)
+    row = frame[pick].iloc[0]
     assert row.weight == pytest.approx(block.pattern[4, 7, 2, 3], rel=1e-5)
     assert row.query_token == block.queries.tokens[2] and row.key_token == block.keys.tokens[3]
     np.testing.assert_allclose(frame.groupby(["layer", "head", "query_pos"]).weight.sum(), 1, atol=1e-4)

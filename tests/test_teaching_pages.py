@@ -12,27 +12,6 @@ from viz import gallery
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def navigation_app(monkeypatch):
-    """Run app.py as a real session does.
-
-    app.py sits next to a ``pages/`` folder, so Streamlit first treats it as an
-    old-style (v1) multipage app; AppTest resets that guess before *every* run,
-    and then runs e.g. pages/glossary.py alone, without app.py's sidebar and
-    footer.  A real server settles on st.navigation after the first run of
-    app.py.  Here every run executes app.py, as on that settled server.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import script_runner
-
-    def run_main_script(main_script_path: str) -> None:
-        PagesManager.uses_pages_directory = False
-        code = compile(Path(main_script_path).read_text(), main_script_path, "exec")
-        exec(code, {"__name__": "__main__", "__file__": main_script_path})  # noqa: S102
-
-    monkeypatch.setattr(script_runner, "_mpa_v1", run_main_script)
-
-
 def _texts(elements) -> list[str]:
     return [str(e.value) for e in elements]
 

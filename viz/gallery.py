@@ -91,7 +91,7 @@ PRESETS: tuple[Preset, ...] = (
     Preset(
         key="long", title="Longer than the model's trained positions",
         text=(_LONG_PARAGRAPH * 20).strip(), page="home",
-        look_for="This text has about 800 tokens; the embedded model was trained on 512 positions. The app "
+        look_for="This text has about 700 tokens; the embedded model was trained on 512 positions. The app "
                  "cuts the input at the limit and says how many tokens were dropped: a model cannot attend "
                  "to positions it never learned. And every token still attends to every other: n² weights."),
 )

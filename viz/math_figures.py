@@ -9,9 +9,16 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures import _ticks
 
 VECTOR_SCALE = "RdBu"
+MAX_TICKS = 80
+
+
+def _ticks(labels, n_max: int = MAX_TICKS) -> tuple[list[int], list[str]]:
+    """Integer positions with token text, every k-th one when there are too many to read."""
+    step = max(1, int(np.ceil(len(labels) / n_max)))
+    idx = list(range(0, len(labels), step))
+    return idx, [str(labels[i]) for i in idx]
 
 
 def vector_strip(vectors: np.ndarray, row_labels, *, title: str = "", highlight: int | None = None,

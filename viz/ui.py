@@ -141,7 +141,7 @@ def compute(text: str, *, pair: str = "", target: str = "", model: str | None = 
     return None
 
 
-def _ensure_navigation() -> None:
+def ensure_navigation() -> None:
     """Make sure app.py (the sidebar and st.navigation) runs, even on a fresh server's first sub-page.
 
     Streamlit runs files in pages/ directly, skipping app.py, while it believes
@@ -158,7 +158,7 @@ def _ensure_navigation() -> None:
 
 def get_result() -> AttentionResult | None:
     """The result for the sidebar's current input (shared cache); None after showing why."""
-    _ensure_navigation()
+    ensure_navigation()
     _init_state()
     result = compute(_state("text", DEFAULT_TEXT), pair=_state("pair", ""), target=_state("target", ""),
                      model=_state("model", models.EMBEDDED))

@@ -13,7 +13,7 @@ import shutil
 import threading
 import warnings
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -184,8 +184,31 @@ def svg_button(fig, *, name: str, key: str | None = None) -> None:
 
 
 # ---------------------------------------------------------------- footer: link and downloads
+def app_base(url: str | None, page_paths) -> str:
+    """The app's root URL: st.context.url can still end in a page path (seen: /heatmap/heatmap links)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    segments = [p for p in parts.path.split("/") if p]
+    known = {p.strip("/") for p in page_paths if p and p.strip("/")}
+    while segments and segments[-1] in known:
+        segments.pop()
+    path = "/" + "/".join(segments) if segments else ""
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _page_paths() -> set[str]:
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+        ctx = get_script_run_ctx()
+        return {info.get("url_pathname", "") for info in ctx.pages_manager.get_pages().values()} if ctx else set()
+    except Exception:  # noqa: BLE001 - private API: without it only the current page's path is trimmed
+        return set()
+
+
 def current_url(url_path: str) -> str:
-    return share_url(st.context.url, url_path, st.query_params.to_dict())
+    base = app_base(st.context.url, _page_paths() | {url_path})
+    return share_url(base, url_path, st.query_params.to_dict())
 
 
 def _current_result() -> AttentionResult | None:
