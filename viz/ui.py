@@ -164,7 +164,7 @@ def get_result() -> AttentionResult | None:
                      model=_state("model", models.EMBEDDED))
     if result is not None and result.truncated:
         st.warning(f"Your text was truncated: {result.truncated} tokens were dropped to fit this model's "
-                   f"limit of {result.model.max_length} tokens.", icon="✂️")
+                   f"limit of {result.model.max_length} tokens.", icon=":material/content_cut:")
     return result
 
 
