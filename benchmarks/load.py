@@ -1,19 +1,25 @@
 """Classroom load test: N students open the app at once, each with their own sentence.
 
-Starts a Streamlit server on 127.0.0.1 (server mode, embedded model), opens N
-browser sessions at the same moment (Playwright pages in one Debian Chromium,
-one browser context each, so N separate Streamlit sessions), and measures for
-each the time from navigation until the page's script has finished and the view
-is drawn (the heatmap's plot with that student's tokens on its axis).  The same
-burst runs against benchmarks/trivial_app.py, Streamlit's own floor on this
-machine.  The server's RSS is sampled throughout.  A soak then runs M
-sequential sessions (a fresh session per run, a new sentence each time) and
-reports RSS over time: it must stay flat over the second half.
+Starts a Streamlit server on 127.0.0.1 (server mode, embedded model), warms it
+with one visit, then opens N sessions at the same moment, with two kinds of client:
+
+- ws: browser-less clients speaking Streamlit's websocket protocol (as its frontend
+  does); time = connect until the script run that delivers the view (the heatmap's
+  figure, checked for that student's word) has finished: the server's own cost;
+- browser: N tabs of one headless Debian Chromium (one context whose cache was
+  warmed by one visit, or --separate-contexts); time = navigation until the script
+  has finished and the view is drawn.  The browser shares this machine's cores.
+
+The same bursts run against benchmarks/trivial_app.py, Streamlit's own floor on
+this machine.  The server's RSS is sampled throughout, and each session records
+whether it showed "Waiting for a free slot".  A soak then runs M sequential fresh
+sessions (a new ~80-token sentence each, a small VIZ_CACHE_MB so the result cache
+fills and evicts) and reports RSS over time: it must stay flat over the second half.
 
 Usage:
-    .venv/bin/python benchmarks/load.py                         # burst 30 + soak 300
-    .venv/bin/python benchmarks/load.py --sessions 30 --soak 0  # burst only
-    .venv/bin/python benchmarks/load.py --bursts 0 --soak 300   # soak only
+    .venv/bin/python benchmarks/load.py                          # bursts (ws + browser) + soak 300
+    .venv/bin/python benchmarks/load.py --clients ws --soak 0    # quick: server cost only
+    .venv/bin/python benchmarks/load.py --bursts 0 --soak 600 --soak-session-ttl 5
 Results go to benchmarks/load_results.md (pass --out to change).  Every loop
 and wait is bounded (--timeout per session, --soak-minutes for the soak).
 """

@@ -183,3 +183,23 @@ def test_concurrent_recordings_do_not_leak(embedded):
     assert all(not r.internals for r in out["plain"])
     assert set(out["rec"].internals) == {("encoder", 3)}
     assert out["rec"].internals[("encoder", 3)].query.shape[1] == len(out["rec"].tokens)
+
+
+def test_concurrent_model_loads_leave_torch_usable(tiny_models):
+    """Loads overlapping in threads once left transformers' init patches in place for the whole process."""
+    import threading
+    from viz.models import load_model
+    errors = []
+
+    def load(family):
+        try:
+            load_model(tiny_models[family])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(f,)) for f in ("encoder-decoder", "t5", "decoder", "t5")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    r = capture("the cat sat", target="der hund", model=tiny_models["t5"])
+    assert r.cross_attentions.shape[2:] == (len(r.decoder), len(r.encoder))

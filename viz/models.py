@@ -182,11 +182,24 @@ def _one_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+# transformers builds a model under process-wide patches (a meta-device context,
+# torch.linspace and init functions swapped and restored). Two loads overlapping
+# in two threads (two sessions picking models at once) can restore each other's
+# patches and leave torch broken for the whole process ("Tensor on device cpu is
+# not on the expected device meta"), so loads run one at a time.
+_LOAD_LOCK = threading.Lock()
+
+
 def load_model(name: str | None = None, *, cap: int = DEFAULT_TOKEN_CAP) -> LoadedModel:
     """Load a model by hub id, local directory or None (the embedded model).
 
     Raises ModelError with a one-line message on any failure.
     """
+    with _LOAD_LOCK:
+        return _load_model(name, cap=cap)
+
+
+def _load_model(name: str | None, *, cap: int) -> LoadedModel:
     from viz import attention_fn  # registers our attention implementation
     _quiet_transformers()
     path, is_local = resolve(name)
