@@ -9,7 +9,6 @@ models through st.cache_resource, results through a byte-bounded LRU.
 from __future__ import annotations
 
 import logging
-import threading
 
 import streamlit as st
 
@@ -27,7 +26,6 @@ KIND_LABELS = {"encoder": "encoder self-attention", "decoder": "decoder self-att
                "cross": "cross-attention (decoder → encoder)"}
 
 _RESULTS = ByteLRU(SETTINGS.cache_mb * 1024 * 1024)
-_WAITING = threading.Semaphore(1)
 
 
 # ---------------------------------------------------------------- URL state
