@@ -275,12 +275,12 @@ def select_layer_head(layer: int, head: int | None) -> None:
         st.session_state[f"viz_{name}"] = str(value)
 
 
-def pick_layer_head(block: Block, *, allow_mean: bool = True, key_prefix: str = "") -> tuple[int, int | None]:
+def pick_layer_head(block: Block, *, allow_mean: bool = True) -> tuple[int, int | None]:
     """Layer and head pickers; head None means the mean over heads."""
     layers = [str(i) for i in range(block.n_layers)]
     heads = (["mean"] if allow_mean else []) + [str(i) for i in range(block.n_heads)]
     c1, c2 = st.columns(2)
-    lkey = _sticky("layer", layers, layers[-1] if False else layers[0])
+    lkey = _sticky("layer", layers, layers[0])
     hkey = _sticky("head", heads, heads[0])
     with c1:
         layer = st.selectbox("Layer", layers, key=lkey, format_func=lambda v: f"layer {v}")
