@@ -19,7 +19,8 @@ setup() {  # $1: requirements file
   fi
 }
 
-chromium() {  # the browser tests drive Debian's Chromium; Playwright cannot download one here
+# Not named "chromium": `command -v chromium` would then find this function and never install it.
+ensure_chromium() {  # the browser tests drive Debian's Chromium; Playwright cannot download one here
   if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
     local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -q && $sudo apt-get install -y -q chromium fonts-dejavu-core
@@ -34,7 +35,7 @@ case "${1:-}" in
     ;;
   test)
     setup requirements-dev.txt
-    chromium
+    ensure_chromium
     shift
     exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
     ;;
