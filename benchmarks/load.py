@@ -6,6 +6,9 @@ with one visit, then opens N sessions at the same moment, with two kinds of clie
 - ws: browser-less clients speaking Streamlit's websocket protocol (as its frontend
   does); time = connect until the script run that delivers the view (the heatmap's
   figure, checked for that student's word) has finished: the server's own cost;
+- student: one Chromium tab (a fresh context: a first visit) opened at the same
+  moment as N-1 ws sessions; time = navigation until the view is drawn: what one
+  student sees on their own machine while the class presses Run (5 bursts, a sample each);
 - browser: N tabs of one headless Debian Chromium (one context whose cache was
   warmed by one visit, or --separate-contexts); time = navigation until the script
   has finished and the view is drawn.  The browser shares this machine's cores.
@@ -276,6 +279,46 @@ async def ws_burst(server: Server, *, target: str, path: str, want: str, n: int,
                        load_before=load_before, saw_waiting=sum(o.saw_waiting for o in outcomes))
 
 
+async def student_burst(server: Server, *, target: str, path: str, view: str, want: str, n: int,
+                        timeout_s: float, offset: int = 0) -> BurstResult:
+    """One real Chromium tab (a fresh context: a first visit) opened at the same moment as n-1 ws sessions.
+
+    The tab is one student on their own machine while the whole class presses Run:
+    its time includes downloading and starting the frontend and drawing the view,
+    with the server under the full burst.  Only the tab's time is a sample.
+    """
+    from playwright.async_api import async_playwright
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        await (await browser.new_page()).goto("about:blank")
+        load_before, rss_before = loadavg(), server.rss_mb()
+        text, word = sentence(offset)
+        with RssSampler(server) as rss:
+            jobs = [one_session(browser, f"{server.url}/{path}?text={quote(text)}", view, word if path else "",
+                                timeout_s)]
+            for i in range(1, n):
+                text_i, word_i = sentence(offset + i)
+                jobs.append(ws_session(server.url, path, f"text={quote(text_i)}", want, word_i if path else "",
+                                       timeout_s))
+            outcomes = await asyncio.gather(*jobs)
+        await browser.close()
+    await asyncio.sleep(1)
+    tab = outcomes[0]
+    return BurstResult(target=target, sessions=n, times=[] if tab.error else [tab.seconds],
+                       errors=[o.error for o in outcomes if o.error], rss_before=rss_before,
+                       rss_peak=max(rss.samples, default=float("nan")), rss_after=server.rss_mb(),
+                       load_before=load_before, saw_waiting=int(tab.saw_waiting))
+
+
+def merged(results: list[BurstResult]) -> BurstResult:
+    """Several student bursts as one row: each burst gave one tab's time."""
+    first = results[0]
+    return BurstResult(target=first.target, sessions=first.sessions, times=[t for r in results for t in r.times],
+                       errors=[e for r in results for e in r.errors], rss_before=first.rss_before,
+                       rss_peak=max(r.rss_peak for r in results), rss_after=results[-1].rss_after,
+                       load_before=first.load_before, saw_waiting=sum(r.saw_waiting for r in results))
+
+
 # ---------------------------------------------------------------- burst and soak
 @dataclass
 class BurstResult:
@@ -288,6 +331,13 @@ class BurstResult:
     rss_after: float
     load_before: str
     saw_waiting: int = 0
+
+
+def configured_ttl() -> int:
+    """server.disconnectedSessionTTL as the app's .streamlit/config.toml sets it (Streamlit's default: 120)."""
+    import tomllib
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    return int(config.get("server", {}).get("disconnectedSessionTTL", 120))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -412,9 +462,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=30)
     ap.add_argument("--bursts", type=int, default=1, help="bursts per target and client (0: skip the burst)")
-    ap.add_argument("--clients", default="ws,browser",
-                    help="ws: browser-less websocket sessions (the server's cost); browser: Chromium tabs "
-                         "(end to end, but the browser runs on this same machine)")
+    ap.add_argument("--clients", default="ws,student,browser",
+                    help="ws: browser-less websocket sessions (the server's cost); student: one Chromium tab "
+                         "opened with n-1 ws sessions (what one student sees on their own machine); browser: "
+                         "n Chromium tabs (end to end, but all n browsers run on this same machine)")
+    ap.add_argument("--student-bursts", type=int, default=5, help="bursts for the student client (a tab each)")
     ap.add_argument("--separate-contexts", action="store_true",
                     help="browser: a fresh context per session (no shared browser cache: the browser, on this "
                          "same machine, then costs far more CPU than the server)")
@@ -424,9 +476,9 @@ def main(argv=None) -> int:
     ap.add_argument("--soak-cache-mb", type=int, default=16)
     ap.add_argument("--soak-idle", type=float, default=130,
                     help="seconds to wait after the soak before a last RSS reading (Streamlit keeps a "
-                         "disconnected session for server.disconnectedSessionTTL = 120 s)")
+                         "disconnected session for server.disconnectedSessionTTL)")
     ap.add_argument("--soak-session-ttl", type=int, default=None,
-                    help="server.disconnectedSessionTTL for the soak's server (default: Streamlit's 120 s)")
+                    help="server.disconnectedSessionTTL for the soak's server (default: .streamlit/config.toml's)")
     ap.add_argument("--timeout", type=float, default=180, help="seconds per session")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "load_results.md"))
     args = ap.parse_args(argv)
@@ -443,6 +495,10 @@ def main(argv=None) -> int:
                 "- websocket: browser-less clients speaking Streamlit's protocol; time = connect until the "
                 "script run that delivers the view (the heatmap's figure with that student's tokens; the "
                 "trivial page's markdown) has finished. This is the server's cost.",
+                f"- one browser tab among {args.sessions}: one headless Chromium tab with a fresh context (a "
+                f"student's first visit) opened at the same moment as {args.sessions - 1} websocket sessions; "
+                f"time = navigation until the script has finished and the view is drawn. One sample per "
+                f"burst, {args.student_bursts} bursts. This is what a student sees on their own machine.",
                 f"- browser: {args.sessions} tabs of one headless Chromium "
                 f"({'each in its own context' if args.separate_contexts else 'one context, cache warmed by one visit'}); "
                 "time = navigation until the script has finished and the view is drawn. Chromium runs on the "
@@ -461,6 +517,14 @@ def main(argv=None) -> int:
                 print(f"{target}: warm-up {warm.seconds:.1f} s {warm.error}, idle RSS {server.rss_mb():.0f} MB",
                       flush=True)
                 for client in clients:
+                    if client == "student":
+                        runs = [asyncio.run(student_burst(
+                            server, target=f"{target}, one browser tab among {args.sessions}", path=path,
+                            view=view, want=want, n=args.sessions, timeout_s=args.timeout,
+                            offset=(b + 1) * 1000)) for b in range(args.student_bursts)]
+                        results.append(merged(runs))
+                        print(burst_table([results[-1]]).splitlines()[-1], flush=True)
+                        continue
                     for b in range(args.bursts):
                         offset = (b + 1) * args.sessions * (1 + clients.index(client))
                         if client == "ws":
@@ -493,7 +557,7 @@ def main(argv=None) -> int:
             idle_rss = server.rss_mb()
         finally:
             server.stop()
-        ttl = args.soak_session_ttl if args.soak_session_ttl is not None else "120 (default)"
+        ttl = args.soak_session_ttl if args.soak_session_ttl is not None else f"{configured_ttl()} (config.toml)"
         sections += ["## Soak", "", f"server.disconnectedSessionTTL = {ttl} s.", "",
                      soak_table(rows, args.soak_cache_mb, args.soak_client), "",
                      f"RSS after {args.soak_idle:.0f} s idle at the end: {idle_rss:.0f} MB.", ""]

@@ -28,9 +28,13 @@ def test_presentation_mode_1280x720(settled, app_url, scheme):
     page.goto(f"{app_url}/attention_math?present=1&layer=3&head=1&query=it")
     wait_for_app(page, timeout=180_000)
     assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "21px"
-    sidebar = page.locator("[data-testid='stSidebar']")
-    assert sidebar.count() == 0 or not sidebar.is_visible() or sidebar.bounding_box()["x"] < -100 or \
-        sidebar.bounding_box()["width"] < 50, "the sidebar should be folded away"
+    # The sidebar folds away with a slide animation: wait for it to end (it is off screen or zero wide).
+    page.wait_for_function("""() => {
+        const bar = document.querySelector("[data-testid='stSidebar']");
+        if (!bar) return true;
+        const box = bar.getBoundingClientRect();
+        return box.right <= 50 || box.width < 50;
+    }""", timeout=10_000)
     check = page.get_by_text("max |softmax(ours) − model's weights|")
     assert check.is_visible()
     page.screenshot(path=shot_path(f"present_math_{scheme}"))
@@ -63,11 +67,20 @@ def shot_path(name: str) -> str:
     return str(folder / f"{name}.png")
 
 
+def open_link(page) -> str:
+    """Open the footer's "Link to this view" popover and read the link in its copy box."""
+    assert page.locator("[data-testid='stCode']").count() == 0  # folded away until asked for
+    page.get_by_role("button", name="Link to this view").click()
+    box = page.locator("[data-testid='stCode'] code")
+    box.wait_for(state="visible", timeout=30_000)
+    return box.inner_text().strip()
+
+
 def test_copy_link_reproduces_the_view(settled, app_url):
     page = settled
     page.goto(f"{app_url}/heatmap?layer=4&head=7")
     wait_for_app(page, timeout=180_000)
-    link = page.locator("[data-testid='stCode'] code").inner_text().strip()
+    link = open_link(page)
     parts = urlsplit(link)
     params = {k: v[0] for k, v in parse_qs(parts.query).items()}
     assert parts.path.endswith("/heatmap") and params["layer"] == "4" and params["head"] == "7"
@@ -77,7 +90,7 @@ def test_copy_link_reproduces_the_view(settled, app_url):
     page.goto("about:blank")
     page.goto(link)
     wait_for_app(page, timeout=180_000)
-    assert page.locator("[data-testid='stCode'] code").inner_text().strip() == link
+    assert open_link(page) == link
 
 
 def test_downloads_produce_files(settled, app_url, tmp_path):
