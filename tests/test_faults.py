@@ -2,8 +2,9 @@
 
 The broken models are copies of the tiny models (tests/tiny_models.py) in a
 temp dir, damaged one way each: weights that do not fit the config, a missing
-folder, corrupted or truncated weights, a tokenizer with no fast version (and
-one whose files are missing), a model with no attention to capture.
+folder, corrupted or truncated weights, no tokenizer files at all, a tokenizer
+with no fast version (and one whose files are missing), a model with no attention
+to capture.
 """
 from __future__ import annotations
 
@@ -58,6 +59,11 @@ def broken(tiny_models, tmp_path_factory) -> dict[str, Path]:
     d = out["no-weights"] = _copy(enc, root / "no-weights")
     (d / "model.safetensors").unlink()
 
+    # Weights and config but no tokenizer files: transformers would build an empty vocabulary.
+    d = out["no-tokenizer-files"] = _copy(enc, root / "no-tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (d / name).unlink()
+
     # A tokenizer class with no fast (Rust) version whose vocabulary files are missing.
     d = out["slow-tokenizer-missing-files"] = _copy(enc, root / "slow-missing")
     (d / "tokenizer.json").unlink()
@@ -86,14 +92,15 @@ def broken(tiny_models, tmp_path_factory) -> dict[str, Path]:
 
 # fault -> words the one-line message must contain (it names what is wrong, not a library's internals only)
 EXPECTED = {
-    "weights-do-not-fit": "Cannot load the weights",
+    "weights-do-not-fit": "do not fit its config.json",
     "unknown-architecture": "does not recognize this architecture",
     "config-not-json": "not a valid JSON",
     "missing-folder": "No model folder",
-    "corrupted-weights": "Cannot load the weights",
-    "truncated-weights": "Cannot load the weights",
-    "no-weights": "Cannot load the weights",
-    "slow-tokenizer-missing-files": "Cannot load the tokenizer",
+    "corrupted-weights": "weights file is damaged or incomplete",
+    "truncated-weights": "weights file is damaged or incomplete",
+    "no-weights": "has no weights file",
+    "no-tokenizer-files": "vocabulary files are missing",
+    "slow-tokenizer-missing-files": "vocabulary files are missing",
     "no-attention": "attention",
 }
 

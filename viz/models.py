@@ -182,6 +182,21 @@ def _one_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+TOKENIZER_FILES_MISSING = ("its vocabulary files are missing (tokenizer.json, vocab.txt, ...); save the "
+                           "tokenizer into the same folder with tokenizer.save_pretrained")
+
+
+def _weights_problem(msg: str) -> str:
+    """What a library's weight-loading error means for the person who picked the model."""
+    if "ignore_mismatched_sizes" in msg or "size mismatch" in msg:
+        return "they do not fit its config.json (tensor shapes differ: config and weights are from different models)"
+    if "deserializ" in msg or "unpickl" in msg or "invalid load key" in msg or "PytorchStreamReader" in msg:
+        return f"the weights file is damaged or incomplete; download or save it again ({msg[:120]})"
+    if "no file named" in msg:
+        return "the folder has no weights file (model.safetensors or pytorch_model.bin)"
+    return msg
+
+
 # transformers builds a model under process-wide patches (a meta-device context,
 # torch.linspace and init functions swapped and restored). Two loads overlapping
 # in two threads (two sessions picking models at once) can restore each other's
@@ -240,7 +255,14 @@ def _load_model(name: str | None, *, cap: int) -> LoadedModel:
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"Cannot load the tokenizer of '{name}': {_one_line(exc)}") from None
+        msg = _one_line(exc)
+        if "NoneType" in msg or "Can't load tokenizer" in msg:  # a vocabulary file the class needs is absent
+            msg = TOKENIZER_FILES_MISSING
+        raise ModelError(f"Cannot load the tokenizer of '{name}': {msg}") from None
+    # With no tokenizer files at all, transformers builds an empty one from the config
+    # (special tokens only): every word would silently become [UNK].
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)) + 1:
+        raise ModelError(f"Cannot load the tokenizer of '{name}': {TOKENIZER_FILES_MISSING}")
 
     from transformers import AutoModel, AutoModelForSeq2SeqLM
     loader = AutoModelForSeq2SeqLM if family == "encoder-decoder" else AutoModel
@@ -260,7 +282,7 @@ def _load_model(name: str | None, *, cap: int) -> LoadedModel:
             raise ModelError(f"'{name}' needs custom code (trust_remote_code), which this app never runs")
         if "eager" in msg or "attn_implementation" in msg:
             raise ModelError(f"'{name}' cannot return attention weights (no eager attention support)")
-        raise ModelError(f"Cannot load the weights of '{name}': {msg}")
+        raise ModelError(f"Cannot load the weights of '{name}': {_weights_problem(msg)}")
     model.eval()
 
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
