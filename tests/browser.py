@@ -25,6 +25,20 @@ def wait_for_app(page, *, timeout: float = 60_000, settle_ms: int = 300) -> None
     page.wait_for_function("!document.querySelector(\"[data-testid='stSpinner']\")", timeout=timeout)
 
 
+def wait_for_charts(page, n: int, *, timeout: float = 120_000) -> None:
+    """Wait until ``n`` plotly charts are on the page and every one is drawn.
+
+    Charts appear one by one; a chart still drawing has no traces yet, or heatmap
+    groups without their image.
+    """
+    page.wait_for_function(f"""() => {{
+        const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+        return plots.length >= {int(n)} && plots.every(el =>
+            el.querySelector('g.hm, g.trace') &&
+            Array.from(el.querySelectorAll('g.hm')).every(hm => hm.querySelector('image')));
+    }}""", timeout=timeout)
+
+
 def shot(page, name: str) -> str:
     """Save a screenshot under $VIZ_SHOTS (default /tmp/shots) for a person to look at."""
     folder = os.environ.get("VIZ_SHOTS", "/tmp/shots")

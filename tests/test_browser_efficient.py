@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlencode
 
-from browser import shot, wait_for_app
+from browser import shot, wait_for_app, wait_for_charts
 
 from viz import efficient as ef
 from viz import efficient_figures as eff
@@ -20,8 +20,7 @@ N_CHARTS = 6   # pattern grid, mask grid, detail, layers x heads, cost model, me
 def open_lab(page, app_url, **params):
     page.goto(f"{app_url}/efficient_attention?{urlencode(params)}")
     wait_for_app(page, timeout=180_000)
-    page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {N_CHARTS}",
-                           timeout=120_000)
+    wait_for_charts(page, N_CHARTS)
 
 
 def drawn_charts(page) -> list[dict]:
@@ -98,7 +97,7 @@ def test_every_pattern_summary_and_cost_draw(page, app_url):
     # the close-up draws for every pattern (the URL follows the choice)
     for name in ef.PATTERNS:
         choose(page, "Look closer at", eff.title_of(name))
-        page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {N_CHARTS}")
+        wait_for_charts(page, N_CHARTS)
         assert _detail_heatmaps(page) == 3, name
         assert f"pattern={name}" in page.url
     shot(page, "efficient_attention_synthesizer")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from browser import shot, wait_for_app
+from browser import shot, wait_for_app, wait_for_charts
 
 TEXT = "The unbelievably tired animal didn't cross the street because it was too tired."
 
@@ -28,8 +28,7 @@ def drawn_charts(page) -> dict:
 
 def test_attention_flow_page_draws_every_chart(page, app_url):
     open_flow(page, app_url, text=TEXT, layer=5)
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot g.hm image').length >= 5",
-                           timeout=60_000)
+    wait_for_charts(page, 6)   # four matrices, the rollout evolution, the bars
     charts = drawn_charts(page)
     titles = " | ".join(chart["title"] for chart in charts)
     # four matrices (raw, rollout, flow, norm-based) and the per-layer rollout evolution
