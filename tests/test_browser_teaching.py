@@ -27,7 +27,8 @@ def test_presentation_mode_1280x720(settled, app_url, scheme):
     page.emulate_media(color_scheme=scheme)
     page.goto(f"{app_url}/attention_math?present=1&layer=3&head=1&query=it")
     wait_for_app(page, timeout=180_000)
-    assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "21px"
+    # The style arrives with the page's script run (the first run of a fresh session may rerun once).
+    page.wait_for_function("getComputedStyle(document.documentElement).fontSize === '21px'", timeout=30_000)
     # The sidebar folds away with a slide animation: wait for it to end (it is off screen or zero wide).
     page.wait_for_function("""() => {
         const bar = document.querySelector("[data-testid='stSidebar']");
@@ -53,7 +54,7 @@ def test_presentation_mode_1280x720(settled, app_url, scheme):
     page.get_by_role("button", name="Exit presentation mode").click()
     wait_for_app(page)
     assert "present=1" not in page.url
-    assert page.evaluate("getComputedStyle(document.documentElement).fontSize") != "21px"
+    page.wait_for_function("getComputedStyle(document.documentElement).fontSize !== '21px'", timeout=30_000)
     page.locator("[data-testid='stPlotlyChart']").first.scroll_into_view_if_needed()
     page.wait_for_selector(".js-plotly-plot .ytick text", timeout=30_000)
     normal_px = float(page.locator(".js-plotly-plot .ytick text").first.evaluate(
