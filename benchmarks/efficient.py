@@ -124,8 +124,8 @@ def main() -> None:
         *[f"| {r.length} | {'' if r.full_ms is None else f'{r.full_ms:.2f}'} | "
           f"{'' if r.window_ms is None else f'{r.window_ms:.2f}'} |" for r in bench.rows],
         "",
-        f"The page caches the one-head and all-heads results per (input, layer, head, settings) in "
-        f"st.cache_resource, so only the first view of a head pays these costs.",
+        "The page caches the one-head and all-heads results per (input, layer, head, settings) in "
+        "st.cache_resource, so only the first view of a head pays these costs.",
     ]
     report = "\n".join(lines) + "\n"
     print(report)

@@ -17,7 +17,6 @@ Results go to benchmarks/replicas_results.md.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import secrets
 import shutil
@@ -138,7 +137,7 @@ def main(argv=None) -> int:
              "| own sentence drawn | first visit s | KB downloaded |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {i} | {c} | {r} | {n} | {'yes' if one else 'NO'} | {'yes' if d else 'NO'} | {t:.1f} | {kb:.0f} |"
               for i, c, r, n, one, d, t, kb in rows]
-    lines += ["", f"Students per replica: " + ", ".join(
+    lines += ["", "Students per replica: " + ", ".join(
         f"replica {k}: {sum(r[2] == k for r in rows)}" for k in range(len(servers))) + ".",
               "KB downloaded: what a first visit transfers through nginx (gzip on), all assets included.", "",
               "Problems: " + ("; ".join(problems) if problems else "none") + "."]

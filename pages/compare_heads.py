@@ -1,5 +1,4 @@
 """Compare heads: per-head metrics, the head similarity map, side by side views, detectors, corpus mode."""
-import numpy as np
 import streamlit as st
 
 from viz import corpus, figures, stats, ui

@@ -6,7 +6,6 @@ import re
 import urllib.parse
 
 import numpy as np
-import pytest
 
 from browser import shot, wait_for_app
 from viz import stats

@@ -50,7 +50,6 @@ def _check_lab(page, charts):
     bench = [c for c in charts if c["title"].startswith("Measured on this machine")]
     assert len(bench) == 1 and bench[0]["lines"] == 2, titles
     assert page.locator("[data-testid='stException']").count() == 0
-    body = page.inner_text("body")
     assert "budget 3.0 s" in bench[0]["title"], bench[0]["title"]
 
 
