@@ -151,6 +151,10 @@ READY = "[data-testid='stApp'][data-test-connection-state='CONNECTED'][data-test
 NO_SPINNER = "!document.querySelector(\"[data-testid='stSpinner']\")"
 
 
+# The heatmap page's view: the canvas heatmap (viz/heatmap_view.py) once it has drawn; its text
+# holds the tokens (a screen-reader description), so the student's word can be checked.
+APP_VIEW = "iframe|#hm[data-drawn='1']"
+
 # Did this session ever show the "waiting for a free slot" state (viz.ui.compute)?
 WATCH_WAITING = """
 window.__sawWaiting = false;
@@ -175,6 +179,14 @@ async def new_context(browser):
     return context
 
 
+def view_locator(page, view: str):
+    """``view`` is a CSS selector, or "frame selector|selector inside that frame" (the app's canvas heatmap)."""
+    if "|" in view:
+        frame, inner = view.split("|", 1)
+        return page.frame_locator(frame).first.locator(inner).first
+    return page.locator(view).first
+
+
 async def one_session(browser, url: str, view: str, word: str, timeout_s: float, *, context=None) -> Outcome:
     """Open ``url`` in a new tab (a new Streamlit session); time until the script finished and ``view`` shows ``word``.
 
@@ -191,11 +203,12 @@ async def one_session(browser, url: str, view: str, word: str, timeout_s: float,
     try:
         ms = timeout_s * 1000
         await page.goto(url, timeout=ms)
-        await page.wait_for_selector(view, state="visible", timeout=ms)
+        drawn_view = view_locator(page, view)
+        await drawn_view.wait_for(state="visible", timeout=ms)
         await page.wait_for_selector(READY, timeout=ms)
         await page.wait_for_function(NO_SPINNER, timeout=ms)
         elapsed = time.perf_counter() - start
-        drawn = await page.locator(view).first.text_content(timeout=ms)
+        drawn = await drawn_view.text_content(timeout=ms)
         problems = []
         if word and word not in (drawn or ""):
             problems.append(f"view lacks '{word}'")
@@ -218,7 +231,7 @@ async def ws_session(url: str, page_name: str, query: str, want: str, word: str,
     """A browser-less session: Streamlit's own websocket protocol, as the frontend speaks it.
 
     Times from connecting until the script run that delivers the ``want`` element (the heatmap's
-    plotly_chart, or the trivial page's markdown) has finished: the server's whole cost for one
+    iframe, or the trivial page's markdown) has finished: the server's whole cost for one
     student, without a browser on this machine drawing it.
     """
     import websockets
@@ -243,7 +256,8 @@ async def ws_session(url: str, page_name: str, query: str, want: str, word: str,
                     el = fm.delta.new_element
                     name = el.WhichOneof("type")
                     if name == want:
-                        got = getattr(el, name).spec if name == "plotly_chart" else getattr(el, name).body
+                        got = {"plotly_chart": lambda e: e.spec, "iframe": lambda e: e.srcdoc}.get(
+                            name, lambda e: e.body)(getattr(el, name))
                     elif name == "exception":
                         problems.append("exception: " + el.exception.message[:120])
                     elif name == "alert":
@@ -390,7 +404,7 @@ async def soak(server: Server, *, runs: int, max_minutes: float, timeout_s: floa
                 print(f"soak stopped at the time bound after {i} runs", flush=True)
                 break
             text, word = long_sentence(i)
-            out = await ws_session(server.url, "heatmap", f"text={quote(text)}", "plotly_chart", word, timeout_s)
+            out = await ws_session(server.url, "heatmap", f"text={quote(text)}", "iframe", word, timeout_s)
             rows.append((i + 1, out.seconds, server.rss_mb(), out.error))
             if (i + 1) % 25 == 0:
                 print(f"  soak {i + 1}/{runs}: {out.seconds:.2f} s, RSS {rows[-1][2]:.0f} MB", flush=True)
@@ -404,7 +418,7 @@ async def soak(server: Server, *, runs: int, max_minutes: float, timeout_s: floa
                 print(f"soak stopped at the time bound after {i} runs", flush=True)
                 break
             text, word = long_sentence(i)
-            out = await one_session(browser, f"{server.url}/heatmap?text={quote(text)}", ".js-plotly-plot",
+            out = await one_session(browser, f"{server.url}/heatmap?text={quote(text)}", APP_VIEW,
                                     word, timeout_s, context=ctx)
             rows.append((i + 1, out.seconds, server.rss_mb(), out.error))
             if (i + 1) % 25 == 0:
@@ -508,7 +522,7 @@ def main(argv=None) -> int:
     if args.bursts:
         for target, script, path, view, want in (
                 ("trivial Streamlit page", "benchmarks/trivial_app.py", "", "[data-testid='stMarkdown']", "markdown"),
-                ("app /heatmap", "app.py", "heatmap", ".js-plotly-plot", "plotly_chart")):
+                ("app /heatmap", "app.py", "heatmap", APP_VIEW, "iframe")):
             server = Server(script, env={"VIZ_SERVER_MODE": "1"}).start()
             try:
                 # The teacher's own first visit: loads the model, warms imports.

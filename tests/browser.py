@@ -39,6 +39,29 @@ def wait_for_charts(page, n: int, *, timeout: float = 120_000) -> None:
     }}""", timeout=timeout)
 
 
+def heatmap_frame(page, *, timeout: float = 60_000):
+    """The heatmap page's canvas view (viz/heatmap_view.py), once it has drawn."""
+    frame = page.frame_locator("iframe").first
+    frame.locator("#hm[data-drawn='1']").wait_for(timeout=timeout)
+    return frame
+
+
+def heatmap_data(frame) -> dict:
+    """What the canvas heatmap was given: title, labels ``q``/``k``, sizes, font."""
+    return frame.locator("#hm").evaluate(
+        "() => { const d = window.heatmap.data; return {title: d.title, q: d.q, k: d.k, nq: d.nq, nk: d.nk,"
+        " font: d.font}; }")
+
+
+def hover_heatmap_cell(page, frame, i: int, j: int) -> str:
+    """Move the real mouse over cell (query i, key j) and return the tooltip's text."""
+    box = page.locator("iframe").first.bounding_box()
+    centre = frame.locator("#hm").evaluate(f"() => window.heatmap.cellCentre({int(i)}, {int(j)})")
+    page.mouse.move(box["x"] + centre["x"], box["y"] + centre["y"])
+    frame.locator(f"#hm[data-hover='{int(i)},{int(j)}']").wait_for(timeout=10_000)
+    return frame.locator("#hm-tip").inner_text()
+
+
 def shot(page, name: str) -> str:
     """Save a screenshot under $VIZ_SHOTS (default /tmp/shots) for a person to look at."""
     folder = os.environ.get("VIZ_SHOTS", "/tmp/shots")

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pandas as pd
 import pytest
-from browser import shot, wait_for_app
+from browser import heatmap_data, heatmap_frame, shot, wait_for_app
 
 TEXT = "The animal didn't cross the street because it was too tired."
 
@@ -44,21 +44,23 @@ def test_presentation_mode_1280x720(settled, app_url, scheme):
     assert size >= 40
     page.goto(f"{app_url}/heatmap?present=1&layer=3&head=1")
     wait_for_app(page, timeout=180_000)
-    page.locator("[data-testid='stPlotlyChart']").first.scroll_into_view_if_needed()
-    page.wait_for_selector(".js-plotly-plot .ytick text", timeout=30_000)
-    ticks = page.locator(".js-plotly-plot .ytick text")
-    assert ticks.count() > 5
-    tick_px = float(ticks.first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
+    page.locator("iframe").first.scroll_into_view_if_needed()
+    frame = heatmap_frame(page)
+    tick_px = heatmap_data(frame)["font"]
+    frame_height = page.locator("iframe").first.bounding_box()["height"]
     page.screenshot(path=shot_path(f"present_heatmap_{scheme}"))
     page.evaluate("document.querySelector('[data-testid=stMain]').scrollTo(0, 0)")
     page.get_by_role("button", name="Exit presentation mode").click()
     wait_for_app(page)
     assert "present=1" not in page.url
     page.wait_for_function("getComputedStyle(document.documentElement).fontSize !== '21px'", timeout=30_000)
-    page.locator("[data-testid='stPlotlyChart']").first.scroll_into_view_if_needed()
-    page.wait_for_selector(".js-plotly-plot .ytick text", timeout=30_000)
-    normal_px = float(page.locator(".js-plotly-plot .ytick text").first.evaluate(
-        "e => parseFloat(getComputedStyle(e).fontSize)"))
+    page.locator("iframe").first.scroll_into_view_if_needed()
+    for _ in range(60):   # the iframe is replaced once the rerun has drawn the normal-size view
+        normal_px = heatmap_data(heatmap_frame(page))["font"]
+        if normal_px != tick_px:
+            break
+        page.wait_for_timeout(500)
+    assert frame_height > page.locator("iframe").first.bounding_box()["height"]   # room for the larger labels
     assert tick_px >= 1.25 * normal_px and tick_px >= 14   # token labels on the axes grow too
 
 
@@ -115,6 +117,11 @@ def test_downloads_produce_files(settled, app_url, tmp_path):
         page.get_by_role("button", name="SVG").first.click()
     svg = Path(info.value.path()).read_bytes()
     assert svg.startswith(b"<svg") and len(svg) > 1000
+    with page.expect_download(timeout=60_000) as info:
+        heatmap_frame(page).locator("#hm-png").click()
+    png = Path(info.value.path()).read_bytes()
+    assert info.value.suggested_filename == "attention_encoder_L2_H3.png"
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
     shot(page, "downloads_heatmap")
 
 

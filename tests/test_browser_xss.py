@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from browser import shot, wait_for_app
+from browser import heatmap_data, heatmap_frame, shot, wait_for_app
 from test_hostile import XSS_PAYLOADS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,10 +59,13 @@ def test_every_vector_on_token_pages(page, app_url, name):
         _submit(page, vector)
         _assert_inert(page, vector, f"{name}")
     if name == "heatmap":
-        # The last vector's tokens are on the axis as plain text: 'data', ':', '<', 'script'...
-        ticks = page.locator(".js-plotly-plot .xtick text").evaluate_all("els => els.map(e => e.textContent)")
+        # The last vector's tokens reach the canvas view as text: 'data', ':', '<', 'script'...
+        frame = heatmap_frame(page)
+        labels = heatmap_data(frame)["k"]
         assert XSS_PAYLOADS[-1].startswith("data:text/html,<script>")
-        assert "<" in ticks and "script" in ticks and "html" in ticks
+        assert "<" in labels and "script" in labels and "html" in labels
+        assert frame.locator("#hm").evaluate(INJECTED) == {"handlers": 0, "planted": 0}
+        assert frame.locator("script").count() == 2                 # the view's own data and code
     shot(page, f"xss_{name}")
 
 
@@ -78,7 +81,7 @@ def test_broken_utf8_in_a_shared_link(page, app_url):
     """A lone surrogate cannot be typed, but a hand-made link can carry its (invalid) UTF-8 bytes."""
     page.goto(f"{app_url}/heatmap?text=abc%ED%A0%80xyz%00%E2%80%AEend")
     wait_for_app(page)
-    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    heatmap_frame(page)
     assert page.locator("[data-testid='stException']").count() == 0
     value = page.get_by_role("textbox", name="Text").input_value()
     assert value.startswith("abc") and value.endswith("end") and "\ufffd" in value  # bad bytes replaced

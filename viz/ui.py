@@ -292,7 +292,7 @@ def pick_layer_head(block: Block, *, allow_mean: bool = True) -> tuple[int, int 
     return int(layer), None if head == "mean" else int(head)
 
 
-def _flag_toggle(name: str, label: str, help_text: str) -> bool:
+def flag_toggle(name: str, label: str, help_text: str) -> bool:
     """A toggle shared by all pages and mirrored into the URL as name=1."""
     key = f"w_{name}"
     if key not in st.session_state:
@@ -330,10 +330,10 @@ def view_options(block: Block) -> Block:
     from viz import aggregate
     c1, c2 = st.columns(2)
     with c1:
-        _flag_toggle("words", "Word level",
+        flag_toggle("words", "Word level",
                      "Merge subword tokens into words: attention to a word is summed, from it averaged.")
     with c2:
-        _flag_toggle("nospecial", "Hide special tokens",
+        flag_toggle("nospecial", "Hide special tokens",
                      "Drop [CLS]/[SEP]/BOS/EOS and renormalise each row to sum to 1.")
     out = transform(block)
     if out is not block:

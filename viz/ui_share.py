@@ -127,8 +127,8 @@ def apply_presentation() -> bool:
     return on
 
 
-def style_figure(fig) -> None:
-    """Presentation mode: larger text in plotly figures (tokens on the axes, titles, hover)."""
+def style_figure(fig):
+    """Presentation mode: larger text in plotly figures (tokens on the axes, titles, hover). Returns ``fig``."""
     if presenting():
         fig.update_layout(font=dict(size=PRESENT_FIGURE_FONT), hoverlabel=dict(font_size=PRESENT_FIGURE_FONT),
                           title_font_size=PRESENT_FIGURE_FONT + 4)
@@ -137,6 +137,7 @@ def style_figure(fig) -> None:
         fig.update_yaxes(tickfont_size=PRESENT_FIGURE_FONT + 3, title_font_size=PRESENT_FIGURE_FONT + 3)
         if fig.layout.height:  # rows sized for small labels: give the larger tokens room
             fig.update_layout(height=int(fig.layout.height * 1.5))
+    return fig
 
 
 # ---------------------------------------------------------------- SVG export
@@ -168,7 +169,10 @@ def figure_svg(fig) -> bytes:
 
 
 def svg_button(fig, *, name: str, key: str | None = None) -> None:
-    """A small "SVG" download under a figure; the SVG is drawn only when clicked."""
+    """A small "SVG" download under a figure; the SVG is drawn only when clicked.
+
+    ``fig`` may be a function returning the figure: then even the figure is built only on click.
+    """
     if not svg_available():
         return
     used = st.session_state.setdefault("_viz_svg_keys", set())
@@ -178,9 +182,10 @@ def svg_button(fig, *, name: str, key: str | None = None) -> None:
         n += 1
         widget_key = f"{base}_{n}"
     used.add(widget_key)
-    st.download_button("SVG", data=lambda: figure_svg(fig), file_name=f"{safe_name(name)}.svg",
+    st.download_button("SVG", data=lambda: figure_svg(fig() if callable(fig) else fig),
+                       file_name=f"{safe_name(name)}.svg",
                        mime="image/svg+xml", key=widget_key, type="tertiary", icon=":material/download:",
-                       on_click="ignore", help="Download this figure as SVG (PNG: the camera icon on the figure)")
+                       on_click="ignore", help="Download this figure as SVG (the figure itself offers PNG)")
 
 
 # ---------------------------------------------------------------- footer: link and downloads

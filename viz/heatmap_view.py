@@ -1,0 +1,285 @@
+"""Light heatmap: one attention matrix drawn on a canvas, as a small self-contained HTML page.
+
+The heatmap page is the view most students open first. As a plotly chart it made every
+fresh browser tab load and run plotly's 4.7 MB bundle: ~1.3 s of CPU per tab, so 30 tabs
+opened at once took 4x as long as a trivial Streamlit page (benchmarks/load_results.md).
+This page is ~10 kB of inline JS plus the weights (base64 float32, exact), draws any size
+in one ``drawImage`` and keeps what the plotly heatmap offered: tokens on both axes
+(every k-th when they crowd), hover or arrow keys for query, key and weight, a colour bar,
+the masked future in grey, PNG export. The plotly figure (:func:`viz.figures.attention_heatmap`)
+is still there for zoom and SVG.
+
+Token text only ever reaches the page as escaped JSON and is drawn with ``fillText`` or
+set with ``textContent``: a token can never become markup.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from viz.figures import ATTENTION_SCALE
+from viz.headview import script_json
+
+
+@dataclass(frozen=True)
+class HeatmapView:
+    html: str
+    height: int     # the iframe height in CSS pixels
+
+
+@lru_cache(maxsize=8)
+def colour_lut(colorscale: str = ATTENTION_SCALE, n: int = 256) -> tuple[int, ...]:
+    """``n`` RGB triples (flattened) sampled from a plotly colour scale: the same colours as the plotly heatmap."""
+    from plotly.colors import sample_colorscale, unlabel_rgb, get_colorscale
+    rgb = sample_colorscale(get_colorscale(colorscale), list(np.linspace(0, 1, n)), colortype="rgb")
+    return tuple(int(round(c)) for colour in rgb for c in unlabel_rgb(colour))
+
+
+def plot_height(n_queries: int, n_keys: int, *, font_px: int = 12) -> int:
+    """Rows of at least ~16 px up to 900 px (as the plotly heatmap), plus room for the rotated key labels."""
+    side = max(360, min(900, 60 + 16 * max(n_queries, n_keys)))
+    return int(side * font_px / 12)
+
+
+def build_heatmap(pattern: np.ndarray, query_labels, key_labels, *, causal: bool = False, title: str = "",
+                  zmax: float | None = None, colorscale: str = ATTENTION_SCALE, font_px: int = 12,
+                  query_axis: str = "query (attends from)", key_axis: str = "key (attends to)",
+                  file_name: str = "attention") -> HeatmapView:
+    """The page for one (query_pos, key_pos) matrix; with ``causal`` cells above the diagonal are masked."""
+    z = np.array(pattern, dtype=np.float32)
+    if z.ndim != 2 or z.shape != (len(query_labels), len(key_labels)):
+        raise ValueError(f"pattern {z.shape} does not match {len(query_labels)} x {len(key_labels)} labels")
+    if causal:
+        z[np.triu_indices(z.shape[0], k=1, m=z.shape[1])] = np.nan
+    finite = z[np.isfinite(z)]
+    top = float(zmax) if zmax is not None else float(finite.max()) if finite.size else 1.0
+    data = {
+        "title": title, "qAxis": query_axis, "kAxis": key_axis, "file": file_name,
+        "q": [str(t) for t in query_labels], "k": [str(t) for t in key_labels],
+        "nq": int(z.shape[0]), "nk": int(z.shape[1]), "zmax": top if top > 0 else 1.0,
+        "z": base64.b64encode(np.ascontiguousarray(z, dtype="<f4").tobytes()).decode("ascii"),
+        "lut": colour_lut(colorscale), "font": int(font_px),
+    }
+    height = plot_height(*z.shape, font_px=font_px) + 30
+    page = (_TEMPLATE.replace("__TITLE__", html.escape(title or "Attention heatmap"))
+            .replace("__CSS__", _CSS).replace("__JS__", _JS).replace("__DATA__", script_json(data)))
+    return HeatmapView(html=page, height=height)
+
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>__TITLE__</title>
+<style>__CSS__</style>
+</head><body>
+<div id="hm" data-drawn="0">
+  <canvas id="hm-plot" tabindex="0" role="img"></canvas>
+  <canvas id="hm-over" aria-hidden="true"></canvas>
+  <button type="button" id="hm-png" title="Save the heatmap as a PNG image">PNG</button>
+  <div id="hm-tip" role="status" aria-live="polite" hidden></div>
+  <p id="hm-desc" class="sr"></p>
+</div>
+<script type="application/json" id="hm-data">__DATA__</script>
+<script>__JS__</script>
+</body></html>
+"""
+
+_CSS = r"""
+html,body{margin:0;padding:0;background:#fff;color:#222;overflow:hidden;
+  font:12px/1.3 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",sans-serif}
+#hm{position:relative;width:100%}
+#hm canvas{position:absolute;left:0;top:0}
+#hm-over{pointer-events:none}
+#hm-plot:focus{outline:none}
+#hm-plot:focus-visible{outline:2px solid #1c6bd6;outline-offset:-2px}
+#hm-png{position:absolute;right:4px;top:4px;font:inherit;padding:1px 7px;border:1px solid #bbb;
+  border-radius:4px;background:#fff;cursor:pointer}
+#hm-png:hover{background:#f0f0f0}
+#hm-tip{position:absolute;pointer-events:none;background:rgba(30,30,30,.92);color:#fff;padding:4px 7px;
+  border-radius:4px;white-space:pre;max-width:60vw;overflow:hidden;text-overflow:ellipsis;
+  font-variant-numeric:tabular-nums;z-index:2}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+"""
+
+# The page keeps no state beyond the data and the hovered cell; everything is redrawn on resize.
+_JS = r"""
+(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("hm-data").textContent);
+  var raw = atob(D.z), bytes = new Uint8Array(raw.length);
+  for (var b = 0; b < raw.length; b++) bytes[b] = raw.charCodeAt(b);
+  var Z = new Float32Array(bytes.buffer);
+  var F = D.font, FAMILY = "system-ui,-apple-system,'Segoe UI',Roboto,sans-serif";
+  var root = document.getElementById("hm"), plot = document.getElementById("hm-plot");
+  var over = document.getElementById("hm-over"), tip = document.getElementById("hm-tip");
+  var L = null, cur = null;
+  var MASKED = [220, 220, 220];
+
+  function weight(i, j) { return Z[i * D.nk + j]; }
+  function colour(w) {
+    if (!(w === w)) return MASKED;                     // NaN: the masked future
+    var t = Math.max(0, Math.min(255, Math.round(w / D.zmax * 255))) * 3;
+    return [D.lut[t], D.lut[t + 1], D.lut[t + 2]];
+  }
+  function fit(ctx, s, px) {                          // long tokens end in an ellipsis
+    if (ctx.measureText(s).width <= px) return s;
+    while (s.length > 1 && ctx.measureText(s + "\u2026").width > px) s = s.slice(0, -1);
+    return s + "\u2026";
+  }
+  function widest(ctx, labels, cap) {
+    var m = 0;
+    for (var i = 0; i < labels.length; i++) m = Math.max(m, ctx.measureText(labels[i]).width);
+    return Math.min(m, cap);
+  }
+  function step(n, px) { return Math.max(1, Math.ceil(n / Math.max(1, Math.floor(px / (F + 3))))); }
+
+  function layout(W, H) {
+    var ctx = plot.getContext("2d");
+    ctx.font = F + "px " + FAMILY;
+    var cap = 14 * F, qw = widest(ctx, D.q, cap), kw = widest(ctx, D.k, cap);
+    var top = 2.4 * F + 10, left = qw + 2 * F + 14, right = 6 * F + 24;
+    var bottom = kw * 0.87 + 2.6 * F + 10;            // key labels turned by 60 degrees
+    var pw = Math.max(40, W - left - right), ph = Math.max(40, H - top - bottom);
+    return {W: W, H: H, top: top, left: left, pw: pw, ph: ph, cw: pw / D.nk, ch: ph / D.nq, cap: cap, kw: kw};
+  }
+
+  function cells() {                                  // one pixel per cell, scaled up unsmoothed
+    var c = document.createElement("canvas");
+    c.width = D.nk; c.height = D.nq;
+    var x = c.getContext("2d"), img = x.createImageData(D.nk, D.nq), px = img.data;
+    for (var i = 0; i < D.nq; i++) for (var j = 0; j < D.nk; j++) {
+      var rgb = colour(weight(i, j)), o = (i * D.nk + j) * 4;
+      px[o] = rgb[0]; px[o + 1] = rgb[1]; px[o + 2] = rgb[2]; px[o + 3] = 255;
+    }
+    x.putImageData(img, 0, 0);
+    return c;
+  }
+  var CELLS = cells();
+
+  function label(v) { return v >= 0.1 ? v.toFixed(2) : v.toFixed(3); }
+
+  function draw(ctx, l) {
+    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, l.W, l.H);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(CELLS, l.left, l.top, l.pw, l.ph);
+    ctx.fillStyle = "#222"; ctx.textBaseline = "middle";
+    if (D.title) {
+      ctx.font = "600 " + (F + 2) + "px " + FAMILY; ctx.textAlign = "left";
+      ctx.fillText(fit(ctx, D.title, l.W - 60), 8, 10 + 1.1 * F);
+    }
+    ctx.font = F + "px " + FAMILY;
+    var si = step(D.nq, l.ph), sj = step(D.nk, l.pw), i, j;
+    ctx.textAlign = "right";
+    for (i = 0; i < D.nq; i += si) ctx.fillText(fit(ctx, D.q[i], l.cap), l.left - 5, l.top + (i + 0.5) * l.ch);
+    for (j = 0; j < D.nk; j += sj) {
+      ctx.save();
+      ctx.translate(l.left + (j + 0.5) * l.cw, l.top + l.ph + 5);
+      ctx.rotate(-Math.PI / 3);
+      ctx.fillText(fit(ctx, D.k[j], l.cap), 0, 0);
+      ctx.restore();
+    }
+    ctx.textAlign = "center";
+    ctx.fillText(D.kAxis, l.left + l.pw / 2, l.top + l.ph + l.kw * 0.87 + 1.8 * F + 6);
+    ctx.save(); ctx.translate(F, l.top + l.ph / 2); ctx.rotate(-Math.PI / 2);
+    ctx.fillText(D.qAxis, 0, 0); ctx.restore();
+    // colour bar: weight 0 at the bottom, the largest weight at the top
+    var bx = l.left + l.pw + 14, bw = Math.max(10, F), n = D.lut.length / 3;
+    for (var s = 0; s < n; s++) {
+      ctx.fillStyle = "rgb(" + D.lut[3 * s] + "," + D.lut[3 * s + 1] + "," + D.lut[3 * s + 2] + ")";
+      ctx.fillRect(bx, l.top + l.ph * (1 - (s + 1) / n), bw, l.ph / n + 0.5);
+    }
+    ctx.fillStyle = "#222"; ctx.textAlign = "left";
+    [0, 0.5, 1].forEach(function (f) { ctx.fillText(label(f * D.zmax), bx + bw + 4, l.top + l.ph * (1 - f)); });
+    ctx.fillText("weight", bx, l.top - F);
+  }
+
+  function render() {
+    var W = Math.max(200, root.clientWidth), H = Math.max(200, window.innerHeight);
+    var dpr = window.devicePixelRatio || 1;
+    L = layout(W, H);
+    root.style.height = H + "px";
+    [plot, over].forEach(function (c) {
+      c.width = Math.round(W * dpr); c.height = Math.round(H * dpr);
+      c.style.width = W + "px"; c.style.height = H + "px";
+    });
+    var ctx = plot.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    draw(ctx, L);
+    focus(cur);
+    root.dataset.drawn = "1";
+  }
+
+  // Hover, tap or arrow keys: outline the cell, its row and column, and say the weight.
+  function focus(c) {
+    cur = c;
+    var x = over.getContext("2d"), dpr = window.devicePixelRatio || 1;
+    x.setTransform(dpr, 0, 0, dpr, 0, 0);
+    x.clearRect(0, 0, L.W, L.H);
+    if (!c) { tip.hidden = true; root.removeAttribute("data-hover"); return; }
+    x.strokeStyle = "rgba(230,120,0,.9)"; x.lineWidth = 1;
+    x.strokeRect(L.left, L.top + c.i * L.ch, L.pw, L.ch);
+    x.strokeRect(L.left + c.j * L.cw, L.top, L.cw, L.ph);
+    x.lineWidth = 2; x.strokeStyle = "#e67800";
+    x.strokeRect(L.left + c.j * L.cw, L.top + c.i * L.ch, Math.max(L.cw, 2), Math.max(L.ch, 2));
+    var w = weight(c.i, c.j);
+    tip.textContent = "query " + c.i + " " + D.q[c.i] + "\nkey " + c.j + " " + D.k[c.j] + "\n" +
+      (w === w ? "weight " + w.toFixed(4) : "masked: a token cannot attend to later tokens");
+    tip.hidden = false;
+    var tx = L.left + (c.j + 1) * L.cw + 12, ty = L.top + c.i * L.ch + 8;
+    if (tx + tip.offsetWidth > L.W - 4) tx = Math.max(4, L.left + c.j * L.cw - tip.offsetWidth - 12);
+    if (ty + tip.offsetHeight > L.H - 4) ty = Math.max(4, L.H - tip.offsetHeight - 4);
+    tip.style.left = tx + "px"; tip.style.top = ty + "px";
+    root.dataset.hover = c.i + "," + c.j;
+  }
+  function cellAt(ev) {
+    var r = plot.getBoundingClientRect(), x = ev.clientX - r.left - L.left, y = ev.clientY - r.top - L.top;
+    if (x < 0 || y < 0 || x >= L.pw || y >= L.ph) return null;
+    return {i: Math.min(D.nq - 1, Math.floor(y / L.ch)), j: Math.min(D.nk - 1, Math.floor(x / L.cw))};
+  }
+  plot.addEventListener("pointermove", function (ev) { focus(cellAt(ev)); });
+  plot.addEventListener("pointerdown", function (ev) { focus(cellAt(ev)); });
+  plot.addEventListener("pointerleave", function (ev) { if (ev.pointerType === "mouse") focus(null); });
+  plot.addEventListener("keydown", function (ev) {
+    var moves = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]};
+    if (ev.key === "Escape") { focus(null); return; }
+    if (!moves[ev.key]) return;
+    ev.preventDefault();
+    var c = cur || {i: 0, j: 0};
+    focus({i: Math.max(0, Math.min(D.nq - 1, c.i + moves[ev.key][0])),
+           j: Math.max(0, Math.min(D.nk - 1, c.j + moves[ev.key][1]))});
+  });
+
+  // PNG at three times the screen size, for slides and papers.
+  document.getElementById("hm-png").onclick = function () {
+    var c = document.createElement("canvas"), s = 3;
+    c.width = L.W * s; c.height = L.H * s;
+    var ctx = c.getContext("2d");
+    ctx.setTransform(s, 0, 0, s, 0, 0);
+    draw(ctx, L);
+    c.toBlob(function (blob) {
+      var a = document.createElement("a");
+      a.href = URL.createObjectURL(blob); a.download = D.file + ".png";
+      document.body.appendChild(a); a.click(); a.remove();
+    }, "image/png");
+  };
+
+  plot.setAttribute("aria-label", (D.title || "Attention heatmap") + ": " + D.nq + " query rows by " + D.nk +
+    " key columns. Use the arrow keys to read single weights.");
+  document.getElementById("hm-desc").textContent =
+    "Queries (rows): " + D.q.join(" | ") + ". Keys (columns): " + D.k.join(" | ") + ".";
+  window.heatmap = {data: D, weight: weight, focus: focus, cellCentre: function (i, j) {
+    return {x: L.left + (j + 0.5) * L.cw, y: L.top + (i + 0.5) * L.ch};
+  }};
+  render();
+  var last = root.clientWidth;
+  window.addEventListener("resize", function () {
+    if (root.clientWidth !== last || plot.height !== Math.round(window.innerHeight * (window.devicePixelRatio || 1))) {
+      last = root.clientWidth; render();
+    }
+  });
+})();
+"""
