@@ -257,7 +257,7 @@ async def ws_session(url: str, page_name: str, query: str, want: str, word: str,
                     name = el.WhichOneof("type")
                     if name == want:
                         got = {"plotly_chart": lambda e: e.spec, "iframe": lambda e: e.srcdoc}.get(
-                            name, lambda e: e.body)(getattr(el, name))
+                            name, lambda e: getattr(e, "body", "") or "drawn")(getattr(el, name))
                     elif name == "exception":
                         problems.append("exception: " + el.exception.message[:120])
                     elif name == "alert":
@@ -507,8 +507,8 @@ def main(argv=None) -> int:
                 f"Server: `VIZ_SERVER_MODE=1`, embedded model, 127.0.0.1, warmed by one visit. "
                 f"Each session has its own sentence.", "",
                 "- websocket: browser-less clients speaking Streamlit's protocol; time = connect until the "
-                "script run that delivers the view (the heatmap's figure with that student's tokens; the "
-                "trivial page's markdown) has finished. This is the server's cost.",
+                "script run that delivers the view (the heatmap's canvas view with that student's tokens, the "
+                "home page's token table, the trivial page's markdown) has finished. This is the server's cost.",
                 f"- one browser tab among {args.sessions}: one headless Chromium tab with a fresh context (a "
                 f"student's first visit) opened at the same moment as {args.sessions - 1} websocket sessions; "
                 f"time = navigation until the script has finished and the view is drawn. One sample per "
@@ -522,7 +522,11 @@ def main(argv=None) -> int:
     if args.bursts:
         for target, script, path, view, want in (
                 ("trivial Streamlit page", "benchmarks/trivial_app.py", "", "[data-testid='stMarkdown']", "markdown"),
-                ("app /heatmap", "app.py", "heatmap", APP_VIEW, "iframe")):
+                ("app /heatmap", "app.py", "heatmap", APP_VIEW, "iframe"),
+                # The app's root, like the trivial page's: no sub-page path for the frontend to probe
+                # (at /heatmap it first asks /heatmap/_stcore/health, ~0.1 s, before finding the server).
+                ("app / (home: facts and token table)", "app.py", "", "[data-testid='stDataFrame']",
+                 "dataframe")):
             server = Server(script, env={"VIZ_SERVER_MODE": "1"}).start()
             try:
                 # The teacher's own first visit: loads the model, warms imports.

@@ -11,11 +11,10 @@ if result is None:
 kind = ui.pick_kind(result)
 block = ui.view_options(result.block(kind))
 layer, head = ui.pick_layer_head(block)
-c1, c2, c3 = st.columns(3)
-combine = c1.radio("Combine heads", ["mean", "max"], horizontal=True, disabled=head is not None,
-                   help="When 'mean of all heads' is picked: average them, or keep each cell's strongest head.")
-all_layers = c2.checkbox("Average over all layers", help="Mean of every layer (after combining heads).")
-with c3:
+with ui.row():
+    combine = st.radio("Combine heads", ["mean", "max"], horizontal=True, disabled=head is not None,
+                       help="When 'mean of all heads' is picked: average them, or keep each cell's strongest head.")
+    all_layers = st.checkbox("Average over all layers", help="Mean of every layer (after combining heads).")
     zoom = ui.flag_toggle("zoom", "Zoom and pan", "Draw with plotly: drag a box to zoom in, double-click to "
                                                   "zoom out. Loads a larger chart library.")
 

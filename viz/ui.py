@@ -268,6 +268,15 @@ def pick_kind(result: AttentionResult) -> str:
     return kind
 
 
+def row():
+    """Widgets side by side in one flex row.
+
+    Cheaper for every student's browser than st.columns: the frontend re-renders the page
+    for each element the server sends, and columns send one extra block per column.
+    """
+    return st.container(horizontal=True, gap="medium", vertical_alignment="bottom")
+
+
 def select_layer_head(layer: int, head: int | None) -> None:
     """Make (layer, head) the picked one on every page (e.g. from a click on a figure)."""
     for name, value in (("layer", layer), ("head", "mean" if head is None else head)):
@@ -279,12 +288,10 @@ def pick_layer_head(block: Block, *, allow_mean: bool = True) -> tuple[int, int 
     """Layer and head pickers; head None means the mean over heads."""
     layers = [str(i) for i in range(block.n_layers)]
     heads = (["mean"] if allow_mean else []) + [str(i) for i in range(block.n_heads)]
-    c1, c2 = st.columns(2)
     lkey = _sticky("layer", layers, layers[0])
     hkey = _sticky("head", heads, heads[0])
-    with c1:
+    with row():
         layer = st.selectbox("Layer", layers, key=lkey, format_func=lambda v: f"layer {v}")
-    with c2:
         head = st.selectbox("Head", heads, key=hkey,
                             format_func=lambda v: "mean of all heads" if v == "mean" else f"head {v}")
     _remember("layer", layer)
@@ -328,13 +335,11 @@ def view_options(block: Block) -> Block:
     the weights shown are then no longer the model's raw weights.
     """
     from viz import aggregate
-    c1, c2 = st.columns(2)
-    with c1:
+    with row():
         flag_toggle("words", "Word level",
-                     "Merge subword tokens into words: attention to a word is summed, from it averaged.")
-    with c2:
+                    "Merge subword tokens into words: attention to a word is summed, from it averaged.")
         flag_toggle("nospecial", "Hide special tokens",
-                     "Drop [CLS]/[SEP]/BOS/EOS and renormalise each row to sum to 1.")
+                    "Drop [CLS]/[SEP]/BOS/EOS and renormalise each row to sum to 1.")
     out = transform(block)
     if out is not block:
         st.caption(aggregate.describe_transform(word_level=view_flags()[0], hide_special=view_flags()[1]))

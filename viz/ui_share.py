@@ -249,15 +249,13 @@ def footer(page) -> None:
     layer, head = _int_or_none(st.session_state.get("viz_layer")), _int_or_none(st.session_state.get("viz_head"))
     scope = csv_scope(block, layer=layer, head=head)
     stem = safe_name(f"attention_{block.kind}")
-    c1, c2 = st.columns(2)
-    with c1:
+    with ui.row():
         st.download_button("Download CSV", data=lambda: attention_csv(block, scope), file_name=f"{stem}.csv",
                            mime="text/csv", key="dl_csv", icon=":material/table:", on_click="ignore",
                            help="Long form: layer, head, query_pos, key_pos, query_token, key_token, weight")
-        st.caption(f"{ui.KIND_LABELS.get(block.kind, block.kind)}: {scope.description}, "
-                   f"{scope.n_rows(block):,} rows")
-    with c2:
         st.download_button("Download NPZ", data=lambda: npz_bytes(result), file_name="attention.npz",
                            mime="application/octet-stream", key="dl_npz", icon=":material/download:",
                            on_click="ignore", help="numpy arrays in the CLI's layout (np.load)")
-        st.caption("Every block, layer and head, with the tokens (the CLI's `capture` layout)")
+    st.caption(f"CSV: {ui.KIND_LABELS.get(block.kind, block.kind)}, {scope.description}, "
+               f"{scope.n_rows(block):,} rows. NPZ: every block, layer and head, with the tokens "
+               f"(the CLI's capture layout).")
