@@ -1,7 +1,7 @@
 """Head view: one layer's attention as lines from query tokens to key tokens, one colour per head."""
 import streamlit as st
 
-from viz import headview, ui
+from viz import headview, ui, ui_share
 
 st.title("Head view")
 result = ui.get_result()
@@ -55,10 +55,9 @@ d1, d2, d3 = st.columns([1, 1, 3])
 base = f"head_view_{kind}_L{layer}"
 d1.download_button("HTML (this layer)", view.html, file_name=f"{base}.html", mime="text/html",
                    on_click="ignore", help="A standalone page that works offline.")
-d2.download_button("HTML (all layers)", lambda: headview.build_head_view(
-    block, layers=list(range(block.n_layers)), pair=pair, top_mass=MASSES[mass],
-    title=f"{ui.KIND_LABELS[kind]}").html, file_name=f"head_view_{kind}.html", mime="text/html",
-    on_click="ignore", help="One offline page with a layer selector (larger file).")
+d2.download_button("HTML (all layers)", ui_share.head_view_all_layers_later(
+    kind, pair=pair, top_mass=MASSES[mass], title=ui.KIND_LABELS[kind]), file_name=f"head_view_{kind}.html",
+    mime="text/html", on_click="ignore", help="One offline page with a layer selector (larger file).")
 d3.caption(f"{view.n_edges:,} of {view.n_possible:,} edges sent ({view.kept_mass:.0%} of the attention "
            f"weight); the PNG button inside the view saves an image.")
 

@@ -28,23 +28,21 @@ where = "all layers (mean)" if all_layers else f"layer {layer}"
 which = f"{combine} of heads" if head is None else f"head {head}"
 title = f"{ui.KIND_LABELS[kind]} · {where} · {which}"
 name = f"attention_{kind}_{'all' if all_layers else f'L{layer}'}_{combine if head is None else f'H{head}'}"
-
-
-def plotly_figure():
-    return figures.attention_heatmap(pattern, block.queries.labels, block.keys.labels, causal=block.causal,
-                                     title=title)
-
+q_labels, k_labels = list(block.queries.labels), list(block.keys.labels)
 
 if zoom:
-    ui.show_figure(plotly_figure(), name=name)
+    ui.show_figure(figures.attention_heatmap(pattern, q_labels, k_labels, causal=block.causal, title=title),
+                   name=name)
 else:
     # The canvas heatmap (viz/heatmap_view.py) spares each new tab plotly's 4.7 MB bundle.
     present = ui_share.presenting()
     view = heatmap_view.build_heatmap(
-        pattern, block.queries.labels, block.keys.labels, causal=block.causal, title=title,
+        pattern, q_labels, k_labels, causal=block.causal, title=title,
         font_px=ui_share.PRESENT_FIGURE_FONT + 3 if present else 12, file_name=ui_share.safe_name(name))
     st.iframe(view.html, height=view.height, alt=title)
-    ui_share.svg_button(lambda: ui_share.style_figure(plotly_figure()), name=name)
+    # Built on click, from the shown matrix only (ui_share.figure_later says why).
+    ui_share.svg_button(ui_share.figure_later(figures.attention_heatmap, pattern, q_labels, k_labels,
+                                              causal=block.causal, title=title), name=name)
 
 ui.explain(
     "Each row is a **query** token and shows how it spreads its attention over the **key** tokens (columns); "

@@ -81,15 +81,18 @@ def held_slot():
 def test_waiting_run_reports_how_many_are_ahead(tiny_models, held_slot):
     model = load_model(tiny_models["encoder"])
     seen, results = [], []
-    worker = threading.Thread(target=lambda: results.append(capture("the cat sat", model=model, on_wait=seen.append)))
+    worker = threading.Thread(target=lambda: results.append(capture(
+        "the cat sat", model=model, on_wait=seen.append, on_start=lambda: seen.append("start"))))
     worker.start()
     deadline = time.time() + 30
     while not seen and time.time() < deadline:
         time.sleep(0.05)
-    assert seen == [1] and not results           # told it waits, and really waiting
+    time.sleep(0.2)
+    assert seen == [1] and not results           # told it waits, and really waiting (not started)
     capture_module._RUNS.release()               # the other student's run ends
     worker.join(30)
     capture_module._RUNS.acquire()               # the fixture releases what it took
+    assert seen == [1, "start"]                  # the page's spinner starts only now
     assert len(results) == 1 and results[0].tokens.tokens[1] == "the"
 
 
@@ -147,3 +150,36 @@ def test_server_mode_allows_an_allow_listed_model(app_test, server_mode, tiny_mo
     at = app_test(model=tiny_models["encoder"], text="the cat sat")
     assert not at.exception and not at.error
     assert {m.label: m.value for m in at.metric}["Layers"] == "2"
+
+
+@pytest.mark.parametrize("page", ["pages/heatmap.py", "pages/head_view.py"])
+def test_download_buttons_do_not_keep_the_result_alive(app_test, monkeypatch, page):
+    """Streamlit keeps a session's download functions until the session is dropped: they must hold the
+    input, not the result, or every held session would pin its result past VIZ_CACHE_MB."""
+    import gc
+    import weakref
+    from streamlit.elements.widgets.button import ButtonMixin
+    from viz import models, ui
+    import streamlit as st
+    kept = []
+    method, function = ButtonMixin.download_button, st.download_button
+
+    def recording(self, label, data, *args, **kwargs):      # d1.download_button(...)
+        kept.append(data)                                   # what the runtime would keep for the session
+        return method(self, label, data, *args, **kwargs)
+
+    def recording_st(label, data, *args, **kwargs):         # st.download_button(...)
+        kept.append(data)
+        return function(label, data, *args, **kwargs)
+    monkeypatch.setattr(ButtonMixin, "download_button", recording)
+    monkeypatch.setattr(st, "download_button", recording_st)
+    text = f"A sentence only this test sends, for {page}."
+    at = app_test(page, text=text)
+    assert not at.exception and sum(callable(d) for d in kept) >= 3
+    ref = weakref.ref(ui.compute(text, model=models.EMBEDDED))   # the cached result the page drew
+    del at
+    ui._RESULTS.clear()                                     # evicted, as VIZ_CACHE_MB would
+    gc.collect()
+    assert ref() is None
+    npz = [d for d in kept if callable(d) and getattr(d, "__name__", "") == "<lambda>"]
+    assert any(len(d()) > 1000 for d in npz)                # and each still works: the input is captured again

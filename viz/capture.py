@@ -38,11 +38,13 @@ class BusyError(ModelError):
 
 
 @contextlib.contextmanager
-def run_slot(*, on_wait: Callable[[int], None] | None = None, timeout: float | None = None):
+def run_slot(*, on_wait: Callable[[int], None] | None = None, on_start: Callable[[], None] | None = None,
+             timeout: float | None = None):
     """Hold one of the VIZ_CONCURRENT_RUNS forward-pass slots.
 
     When none is free, ``on_wait(n_ahead)`` is called once before blocking, so a
-    page can say "waiting for a free slot" instead of a silent spinner.
+    page can say "waiting for a free slot" instead of a silent spinner; ``on_start()``
+    is called once the slot is held, when the model is about to run.
     """
     timeout = SETTINGS.run_wait_s if timeout is None else timeout
     if not _RUNS.acquire(blocking=False):
@@ -61,6 +63,8 @@ def run_slot(*, on_wait: Callable[[int], None] | None = None, timeout: float | N
     with _QUEUE_LOCK:
         _QUEUE["running"] += 1
     try:
+        if on_start is not None:
+            on_start()
         yield
     finally:
         with _QUEUE_LOCK:
@@ -222,13 +226,15 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
             model: str | LoadedModel | None = None,
             internals: bool | Iterable[tuple[str, int]] = False,
             max_new_tokens: int = MAX_NEW_TOKENS,
-            on_wait: Callable[[int], None] | None = None) -> AttentionResult:
+            on_wait: Callable[[int], None] | None = None,
+            on_start: Callable[[], None] | None = None) -> AttentionResult:
     """Run ``text`` through ``model`` (default: the embedded model) and capture every layer's attention.
 
     ``pair``: a second sentence (encoders; BERT-style segment ids).  ``target``:
     the decoder's text for encoder-decoder models (greedy output when omitted).
     ``internals``: True, or the (kind, layer) sites whose q/k/v/scores to record.
-    ``on_wait``: called with the number of runs ahead when the forward pass must wait for a slot.
+    ``on_wait``: called with the number of runs ahead when the forward pass must wait for a slot;
+    ``on_start``: called when the forward pass gets its slot.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     info = loaded.info
@@ -252,7 +258,7 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
         raise InputError("The text has no tokens this model can read (only invisible characters or "
                          "special tokens): type a sentence")
 
-    with run_slot(on_wait=on_wait), torch.inference_mode():
+    with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
         if info.family != "encoder-decoder":
             with attention_fn.recording(loaded.sites, wanted) if do_record else _null() as recorder:
                 out = loaded.model(**model_inputs, output_attentions=True)

@@ -8,7 +8,10 @@ models through st.cache_resource, results through a byte-bounded LRU.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -100,10 +103,36 @@ def loaded_model(name: str | None = None) -> models.LoadedModel | None:
     return None
 
 
-def _run_capture(loaded, text, pair, target, internals, on_wait=None):
+def _run_capture(loaded, text, pair, target, internals, on_wait=None, on_start=None):
     from viz.capture import capture
     return capture(text, pair=pair or None, target=target or None, model=loaded, internals=internals,
-                   on_wait=on_wait)
+                   on_wait=on_wait, on_start=on_start)
+
+
+def _cache_key(loaded, text, pair, target, internals) -> tuple:
+    return (loaded.path, text, pair or "", target or "",
+            tuple(sorted(internals)) if isinstance(internals, (set, list, tuple)) else bool(internals))
+
+
+def _recall(loaded, text, pair, target) -> AttentionResult:
+    return _RESULTS.get_or_compute(_cache_key(loaded, text, pair, target, False),
+                                   lambda: _run_capture(loaded, text, pair, target, False))
+
+
+def result_later() -> Callable[[], AttentionResult] | None:
+    """The current input's result, fetched again when called: for download buttons' data.
+
+    Streamlit keeps a session's deferred download functions until the session is dropped
+    (30 s after its tab closed). A function closing over the result would keep every such
+    session's result alive (75 MB at 512 tokens) past VIZ_CACHE_MB; this one holds only the
+    input and the shared model, and finds the result in the cache (or captures it again)
+    when the button is pressed. Call it during the script run, use what it returns any time.
+    """
+    loaded = loaded_model(_state("model", models.EMBEDDED))
+    if loaded is None:
+        return None
+    return functools.partial(_recall, loaded, _state("text", DEFAULT_TEXT), _state("pair", ""),
+                             _state("target", ""))
 
 
 def compute(text: str, *, pair: str = "", target: str = "", model: str | None = None,
@@ -113,24 +142,29 @@ def compute(text: str, *, pair: str = "", target: str = "", model: str | None = 
     loaded = loaded_model(model)
     if loaded is None:
         return None
-    key = (loaded.path, text, pair or "", target or "",
-           tuple(sorted(internals)) if isinstance(internals, (set, list, tuple)) else bool(internals))
+    key = _cache_key(loaded, text, pair, target, internals)
     try:
         cached = _RESULTS.get(key)
         if cached is not None:
             return cached
-        # When another session holds the forward-pass slot, say so (a class pressing Run together).
+        # When another session holds the forward-pass slot, say so (a class pressing Run together)
+        # with a still message; the spinner (shown after 0.5 s) is only for the model's own run.
+        # 30 tabs spinning while they wait cost their browsers CPU for nothing.
         waiting = st.empty()
+        with contextlib.ExitStack() as running:
+            def on_wait(ahead: int) -> None:
+                waiting.info(f"Waiting for a free slot ({ahead} {'student' if ahead == 1 else 'students'} "
+                             f"ahead)…", icon="⏳")
 
-        def on_wait(ahead: int) -> None:
-            waiting.info(f"Waiting for a free slot ({ahead} {'student' if ahead == 1 else 'students'} ahead)…",
-                         icon="⏳")
-        try:
-            with st.spinner("Running the model…"):
+            def on_start() -> None:
+                waiting.empty()
+                running.enter_context(st.spinner("Running the model…"))
+            try:
                 return _RESULTS.get_or_compute(
-                    key, lambda: _run_capture(loaded, text, pair, target, internals, on_wait=on_wait))
-        finally:
-            waiting.empty()
+                    key, lambda: _run_capture(loaded, text, pair, target, internals, on_wait=on_wait,
+                                              on_start=on_start))
+            finally:
+                waiting.empty()
     except (InputError, models.ModelError) as exc:
         st.warning(str(exc))
     except Exception as exc:  # noqa: BLE001
@@ -315,10 +349,10 @@ def view_flags() -> tuple[bool, bool]:
     return bool(_state("words", False)), bool(_state("nospecial", False))
 
 
-def transform(block: Block) -> Block:
-    """Apply the current word-level / hide-special options to another block (no widgets)."""
+def transform(block: Block, flags: tuple[bool, bool] | None = None) -> Block:
+    """Apply the word-level / hide-special options (the session's, or ``flags``) to a block (no widgets)."""
     from viz import aggregate
-    words, hide = view_flags()
+    words, hide = view_flags() if flags is None else flags
     if not (words or hide):
         return block
     try:

@@ -7,6 +7,7 @@ take plain values and are unit-tested without a running app.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -127,9 +128,12 @@ def apply_presentation() -> bool:
     return on
 
 
-def style_figure(fig):
-    """Presentation mode: larger text in plotly figures (tokens on the axes, titles, hover). Returns ``fig``."""
-    if presenting():
+def style_figure(fig, present: bool | None = None):
+    """Presentation mode: larger text in plotly figures (tokens on the axes, titles, hover). Returns ``fig``.
+
+    ``present`` None reads the session; pass it when styling outside the script run (a download).
+    """
+    if presenting() if present is None else present:
         fig.update_layout(font=dict(size=PRESENT_FIGURE_FONT), hoverlabel=dict(font_size=PRESENT_FIGURE_FONT),
                           title_font_size=PRESENT_FIGURE_FONT + 4)
         # Streamlit's plotly theme sets the tick font itself: only axis-level sizes win over it.
@@ -138,6 +142,31 @@ def style_figure(fig):
         if fig.layout.height:  # rows sized for small labels: give the larger tokens room
             fig.update_layout(height=int(fig.layout.height * 1.5))
     return fig
+
+
+# ---------------------------------------------------------------- made on click
+# Streamlit keeps a session's download functions until the session is dropped. A function
+# defined in a page script keeps that page's globals (the result among them) alive with
+# it, so download data is built by these module functions from their arguments only.
+def figure_later(build, *args, **kwargs):
+    """A plotly figure built (and styled for the current mode) only when called: for svg_button."""
+    return functools.partial(_styled_figure, build, args, kwargs, presenting())
+
+
+def _styled_figure(build, args, kwargs, present):
+    return style_figure(build(*args, **kwargs), present)
+
+
+def head_view_all_layers_later(kind: str, *, pair: str, top_mass, title: str):
+    """The head view of every layer of the current input, as offline HTML, built when called."""
+    return functools.partial(_head_view_all_layers, ui.result_later(), kind, ui.view_flags(), pair, top_mass, title)
+
+
+def _head_view_all_layers(later, kind, flags, pair, top_mass, title) -> str:
+    from viz import headview
+    block = ui.transform(later().block(kind), flags)
+    return headview.build_head_view(block, layers=list(range(block.n_layers)), pair=pair, top_mass=top_mass,
+                                    title=title).html
 
 
 # ---------------------------------------------------------------- SVG export
@@ -245,15 +274,18 @@ def footer(page) -> None:
     if result is None:
         return
     kind = st.session_state.get("viz_kind")
-    block = result.block(kind if kind in result.kinds else None)
+    kind = kind if kind in result.kinds else None
+    block = result.block(kind)
     layer, head = _int_or_none(st.session_state.get("viz_layer")), _int_or_none(st.session_state.get("viz_head"))
     scope = csv_scope(block, layer=layer, head=head)
     stem = safe_name(f"attention_{block.kind}")
+    later = ui.result_later()   # the buttons keep the input, not this result (see result_later)
     with ui.row():
-        st.download_button("Download CSV", data=lambda: attention_csv(block, scope), file_name=f"{stem}.csv",
+        st.download_button("Download CSV", data=lambda: attention_csv(later().block(kind), scope),
+                           file_name=f"{stem}.csv",
                            mime="text/csv", key="dl_csv", icon=":material/table:", on_click="ignore",
                            help="Long form: layer, head, query_pos, key_pos, query_token, key_token, weight")
-        st.download_button("Download NPZ", data=lambda: npz_bytes(result), file_name="attention.npz",
+        st.download_button("Download NPZ", data=lambda: npz_bytes(later()), file_name="attention.npz",
                            mime="application/octet-stream", key="dl_npz", icon=":material/download:",
                            on_click="ignore", help="numpy arrays in the CLI's layout (np.load)")
     st.caption(f"CSV: {ui.KIND_LABELS.get(block.kind, block.kind)}, {scope.description}, "
