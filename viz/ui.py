@@ -303,11 +303,7 @@ def pick_kind(result: AttentionResult) -> str:
 
 
 def row():
-    """Widgets side by side in one flex row.
-
-    Cheaper for every student's browser than st.columns: the frontend re-renders the page
-    for each element the server sends, and columns send one extra block per column.
-    """
+    """Widgets side by side in one flex row: one block, where st.columns adds one per column."""
     return st.container(horizontal=True, gap="medium", vertical_alignment="bottom")
 
 
