@@ -153,7 +153,7 @@ NO_SPINNER = "!document.querySelector(\"[data-testid='stSpinner']\")"
 
 # The heatmap page's view: the canvas heatmap (viz/heatmap_view.py) once it has drawn; its text
 # holds the tokens (a screen-reader description), so the student's word can be checked.
-APP_VIEW = "iframe|#hm[data-drawn='1']"
+APP_VIEW = "#hm[data-drawn='1']"
 
 # Did this session ever show the "waiting for a free slot" state (viz.ui.compute)?
 WATCH_WAITING = """
@@ -179,14 +179,6 @@ async def new_context(browser):
     return context
 
 
-def view_locator(page, view: str):
-    """``view`` is a CSS selector, or "frame selector|selector inside that frame" (the app's canvas heatmap)."""
-    if "|" in view:
-        frame, inner = view.split("|", 1)
-        return page.frame_locator(frame).first.locator(inner).first
-    return page.locator(view).first
-
-
 async def one_session(browser, url: str, view: str, word: str, timeout_s: float, *, context=None) -> Outcome:
     """Open ``url`` in a new tab (a new Streamlit session); time until the script finished and ``view`` shows ``word``.
 
@@ -203,7 +195,7 @@ async def one_session(browser, url: str, view: str, word: str, timeout_s: float,
     try:
         ms = timeout_s * 1000
         await page.goto(url, timeout=ms)
-        drawn_view = view_locator(page, view)
+        drawn_view = page.locator(view).first
         await drawn_view.wait_for(state="visible", timeout=ms)
         await page.wait_for_selector(READY, timeout=ms)
         await page.wait_for_function(NO_SPINNER, timeout=ms)
@@ -231,7 +223,7 @@ async def ws_session(url: str, page_name: str, query: str, want: str, word: str,
     """A browser-less session: Streamlit's own websocket protocol, as the frontend speaks it.
 
     Times from connecting until the script run that delivers the ``want`` element (the heatmap's
-    iframe, or the trivial page's markdown) has finished: the server's whole cost for one
+    canvas view, or the trivial page's markdown) has finished: the server's whole cost for one
     student, without a browser on this machine drawing it.
     """
     import websockets
@@ -256,7 +248,7 @@ async def ws_session(url: str, page_name: str, query: str, want: str, word: str,
                     el = fm.delta.new_element
                     name = el.WhichOneof("type")
                     if name == want:
-                        got = {"plotly_chart": lambda e: e.spec, "iframe": lambda e: e.srcdoc}.get(
+                        got = {"plotly_chart": lambda e: e.spec}.get(
                             name, lambda e: getattr(e, "body", "") or "drawn")(getattr(el, name))
                     elif name == "exception":
                         problems.append("exception: " + el.exception.message[:120])
@@ -404,7 +396,7 @@ async def soak(server: Server, *, runs: int, max_minutes: float, timeout_s: floa
                 print(f"soak stopped at the time bound after {i} runs", flush=True)
                 break
             text, word = long_sentence(i)
-            out = await ws_session(server.url, "heatmap", f"text={quote(text)}", "iframe", word, timeout_s)
+            out = await ws_session(server.url, "heatmap", f"text={quote(text)}", "html", word, timeout_s)
             rows.append((i + 1, out.seconds, server.rss_mb(), out.error))
             if (i + 1) % 25 == 0:
                 print(f"  soak {i + 1}/{runs}: {out.seconds:.2f} s, RSS {rows[-1][2]:.0f} MB", flush=True)
@@ -522,7 +514,7 @@ def main(argv=None) -> int:
     if args.bursts:
         for target, script, path, view, want in (
                 ("trivial Streamlit page", "benchmarks/trivial_app.py", "", "[data-testid='stMarkdown']", "markdown"),
-                ("app /heatmap", "app.py", "heatmap", APP_VIEW, "iframe"),
+                ("app /heatmap", "app.py", "heatmap", APP_VIEW, "html"),
                 # The app's root, like the trivial page's: no sub-page path for the frontend to probe
                 # (at /heatmap it first asks /heatmap/_stcore/health, ~0.1 s, before finding the server).
                 ("app / (home: facts and token table)", "app.py", "", "[data-testid='stDataFrame']",

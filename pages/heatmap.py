@@ -39,7 +39,7 @@ else:
     view = heatmap_view.build_heatmap(
         pattern, q_labels, k_labels, causal=block.causal, title=title,
         font_px=ui_share.PRESENT_FIGURE_FONT + 3 if present else 12, file_name=ui_share.safe_name(name))
-    st.iframe(view.html, height=view.height, alt=title)
+    st.html(view.fragment, unsafe_allow_javascript=True)   # trusted code; tokens only as escaped JSON
     # Built on click, from the shown matrix only (ui_share.figure_later says why).
     ui_share.svg_button(ui_share.figure_later(figures.attention_heatmap, pattern, q_labels, k_labels,
                                               causal=block.causal, title=title), name=name)

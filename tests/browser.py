@@ -40,10 +40,12 @@ def wait_for_charts(page, n: int, *, timeout: float = 120_000) -> None:
 
 
 def heatmap_frame(page, *, timeout: float = 60_000):
-    """The heatmap page's canvas view (viz/heatmap_view.py), once it has drawn."""
-    frame = page.frame_locator("iframe").first
-    frame.locator("#hm[data-drawn='1']").wait_for(timeout=timeout)
-    return frame
+    """The heatmap page's canvas view (viz/heatmap_view.py, in the page via st.html), once it has drawn.
+
+    A locator scoped to the st.html block that holds it: ``.locator("#hm-tip")`` etc.
+    """
+    page.locator("#hm[data-drawn='1']").wait_for(timeout=timeout)
+    return page.locator("[data-testid='stHtml']", has=page.locator("#hm")).first
 
 
 def heatmap_data(frame) -> dict:
@@ -55,7 +57,8 @@ def heatmap_data(frame) -> dict:
 
 def hover_heatmap_cell(page, frame, i: int, j: int) -> str:
     """Move the real mouse over cell (query i, key j) and return the tooltip's text."""
-    box = page.locator("iframe").first.bounding_box()
+    frame.locator("#hm").scroll_into_view_if_needed()
+    box = frame.locator("#hm").bounding_box()
     centre = frame.locator("#hm").evaluate(f"() => window.heatmap.cellCentre({int(i)}, {int(j)})")
     page.mouse.move(box["x"] + centre["x"], box["y"] + centre["y"])
     frame.locator(f"#hm[data-hover='{int(i)},{int(j)}']").wait_for(timeout=10_000)

@@ -44,23 +44,22 @@ def test_presentation_mode_1280x720(settled, app_url, scheme):
     assert size >= 40
     page.goto(f"{app_url}/heatmap?present=1&layer=3&head=1")
     wait_for_app(page, timeout=180_000)
-    page.locator("iframe").first.scroll_into_view_if_needed()
     frame = heatmap_frame(page)
+    frame.locator("#hm").scroll_into_view_if_needed()
     tick_px = heatmap_data(frame)["font"]
-    frame_height = page.locator("iframe").first.bounding_box()["height"]
+    frame_height = frame.locator("#hm").bounding_box()["height"]
     page.screenshot(path=shot_path(f"present_heatmap_{scheme}"))
     page.evaluate("document.querySelector('[data-testid=stMain]').scrollTo(0, 0)")
     page.get_by_role("button", name="Exit presentation mode").click()
     wait_for_app(page)
     assert "present=1" not in page.url
     page.wait_for_function("getComputedStyle(document.documentElement).fontSize !== '21px'", timeout=30_000)
-    page.locator("iframe").first.scroll_into_view_if_needed()
-    for _ in range(60):   # the iframe is replaced once the rerun has drawn the normal-size view
+    for _ in range(60):   # the view is replaced once the rerun has drawn it at normal size
         normal_px = heatmap_data(heatmap_frame(page))["font"]
         if normal_px != tick_px:
             break
         page.wait_for_timeout(500)
-    assert frame_height > page.locator("iframe").first.bounding_box()["height"]   # room for the larger labels
+    assert frame_height > heatmap_frame(page).locator("#hm").bounding_box()["height"]   # room for larger labels
     assert tick_px >= 1.25 * normal_px and tick_px >= 14   # token labels on the axes grow too
 
 

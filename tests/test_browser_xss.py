@@ -64,8 +64,8 @@ def test_every_vector_on_token_pages(page, app_url, name):
         labels = heatmap_data(frame)["k"]
         assert XSS_PAYLOADS[-1].startswith("data:text/html,<script>")
         assert "<" in labels and "script" in labels and "html" in labels
-        assert frame.locator("#hm").evaluate(INJECTED) == {"handlers": 0, "planted": 0}
         assert frame.locator("script").count() == 2                 # the view's own data and code
+        assert frame.locator("img, iframe, object, a, [onerror], [onload], [onclick]").count() == 0
     shot(page, f"xss_{name}")
 
 

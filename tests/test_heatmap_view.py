@@ -49,8 +49,10 @@ def test_shape_must_match_the_labels():
 def test_tokens_cannot_close_the_script_or_become_markup():
     hostile = ["</script><script>alert(1)</script>", "<img src=x onerror=alert(2)>", "&amp;", "\u2028"]
     view = build_heatmap(np.full((4, 4), 0.25), hostile, hostile, title="<b>title</b>")
-    assert view.html.count("</script>") == 2                  # the data and the code blocks, nothing more
-    assert "<img" not in view.html and "<b>" not in view.html
+    for text in (view.fragment, view.html):
+        assert text.count("</script>") == 2                   # the data and the code blocks, nothing more
+        assert "<img" not in text and "<b>" not in text
+    assert view.fragment in view.html                         # the standalone page wraps the same view
     data = payload(view.html)
     assert data["q"] == hostile and data["title"] == "<b>title</b>"   # the text itself survives
 
@@ -70,10 +72,15 @@ def test_height_grows_with_tokens_and_font():
 
 
 # ------------------------------------------------------------------ page wiring (AppTest)
+def heatmaps(at) -> list:
+    """The canvas heatmaps on an AppTest page (st.html blocks holding the view's data)."""
+    return [el for el in at.get("html") if 'id="hm-data"' in el.proto.body]
+
+
 def _view(at) -> dict:
-    frames = at.get("iframe")
-    assert len(frames) == 1
-    return payload(frames[0].proto.srcdoc)
+    views = heatmaps(at)
+    assert len(views) == 1 and views[0].proto.unsafe_allow_javascript
+    return payload(views[0].proto.body)
 
 
 def test_page_sends_the_chosen_head(app_test):
@@ -94,9 +101,9 @@ def test_page_sends_the_chosen_head(app_test):
 def test_zoom_switches_to_the_plotly_chart_and_stays_in_the_url(app_test):
     at = app_test("pages/heatmap.py", text="The cat sat.", zoom=1)
     assert not at.exception
-    assert at.toggle(key="w_zoom").value and len(at.get("plotly_chart")) == 1 and not at.get("iframe")
+    assert at.toggle(key="w_zoom").value and len(at.get("plotly_chart")) == 1 and not heatmaps(at)
     at.toggle(key="w_zoom").set_value(False).run()
-    assert len(at.get("iframe")) == 1 and "zoom" not in at.query_params
+    assert len(heatmaps(at)) == 1 and "zoom" not in at.query_params
 
 
 def test_presentation_mode_enlarges_the_heatmap_text(app_test):

@@ -1,16 +1,18 @@
-"""Light heatmap: one attention matrix drawn on a canvas, as a small self-contained HTML page.
+"""Light heatmap: one attention matrix drawn on a canvas, by a few kB of inline JavaScript.
 
 The heatmap page is the view most students open first. As a plotly chart it made every
 fresh browser tab load and run plotly's 4.7 MB bundle: ~1.3 s of CPU per tab, so 30 tabs
 opened at once took 4x as long as a trivial Streamlit page (benchmarks/load_results.md).
-This page is ~10 kB of inline JS plus the weights (base64 float32, exact), draws any size
-in one ``drawImage`` and keeps what the plotly heatmap offered: tokens on both axes
-(every k-th when they crowd), hover or arrow keys for query, key and weight, a colour bar,
-the masked future in grey, PNG export. The plotly figure (:func:`viz.figures.attention_heatmap`)
+This view is ~10 kB of JS plus the weights (base64 float32, exact), draws any size in one
+``drawImage`` and keeps what the plotly heatmap offered: tokens on both axes (every k-th
+when they crowd), hover, tap or arrow keys for query, key and weight, a colour bar, the
+masked future in grey, PNG export. The plotly figure (:func:`viz.figures.attention_heatmap`)
 is still there for zoom and SVG.
 
-Token text only ever reaches the page as escaped JSON and is drawn with ``fillText`` or
-set with ``textContent``: a token can never become markup.
+It goes into the app's own page (``st.html(fragment, unsafe_allow_javascript=True)``), not
+an iframe: an iframe alone cost 30 tabs opened at once ~10% more CPU. Everything it adds
+is scoped to ``#hm``. Token text only ever reaches the page as escaped JSON and is drawn
+with ``fillText`` or set with ``textContent``: a token can never become markup or code.
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ from viz.headview import script_json
 
 @dataclass(frozen=True)
 class HeatmapView:
-    html: str
-    height: int     # the iframe height in CSS pixels
+    fragment: str   # for st.html(..., unsafe_allow_javascript=True): style, view, data, script
+    html: str       # the same as a standalone page
+    height: int     # CSS pixels
 
 
 @lru_cache(maxsize=8)
@@ -63,46 +66,44 @@ def build_heatmap(pattern: np.ndarray, query_labels, key_labels, *, causal: bool
         "nq": int(z.shape[0]), "nk": int(z.shape[1]), "zmax": top if top > 0 else 1.0,
         "z": base64.b64encode(np.ascontiguousarray(z, dtype="<f4").tobytes()).decode("ascii"),
         "lut": colour_lut(colorscale), "font": int(font_px),
+        "height": plot_height(*z.shape, font_px=font_px) + 30,
     }
-    height = plot_height(*z.shape, font_px=font_px) + 30
-    page = (_TEMPLATE.replace("__TITLE__", html.escape(title or "Attention heatmap"))
-            .replace("__CSS__", _CSS).replace("__JS__", _JS).replace("__DATA__", script_json(data)))
-    return HeatmapView(html=page, height=height)
+    fragment = (_FRAGMENT.replace("__CSS__", _CSS).replace("__JS__", _JS).replace("__DATA__", script_json(data))
+                .replace("__HEIGHT__", str(data["height"])))
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f'<title>{html.escape(title or "Attention heatmap")}</title></head>\n'
+            f'<body style="margin:0">{fragment}</body></html>\n')
+    return HeatmapView(fragment=fragment, html=page, height=data["height"])
 
 
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__</title>
-<style>__CSS__</style>
-</head><body>
-<div id="hm" data-drawn="0">
+# Everything is scoped to #hm: the fragment lives inside the app's own page.
+_FRAGMENT = """<style>__CSS__</style>
+<div id="hm" data-drawn="0" style="height:__HEIGHT__px">
   <canvas id="hm-plot" tabindex="0" role="img"></canvas>
   <canvas id="hm-over" aria-hidden="true"></canvas>
   <button type="button" id="hm-png" title="Save the heatmap as a PNG image">PNG</button>
   <div id="hm-tip" role="status" aria-live="polite" hidden></div>
-  <p id="hm-desc" class="sr"></p>
+  <p id="hm-desc" class="hm-sr"></p>
 </div>
 <script type="application/json" id="hm-data">__DATA__</script>
 <script>__JS__</script>
-</body></html>
 """
 
 _CSS = r"""
-html,body{margin:0;padding:0;background:#fff;color:#222;overflow:hidden;
+#hm{position:relative;width:100%;overflow:hidden;background:#fff;color:#222;border-radius:6px;
   font:12px/1.3 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",sans-serif}
-#hm{position:relative;width:100%}
 #hm canvas{position:absolute;left:0;top:0}
 #hm-over{pointer-events:none}
 #hm-plot:focus{outline:none}
 #hm-plot:focus-visible{outline:2px solid #1c6bd6;outline-offset:-2px}
-#hm-png{position:absolute;right:4px;top:4px;font:inherit;padding:1px 7px;border:1px solid #bbb;
-  border-radius:4px;background:#fff;cursor:pointer}
+#hm-png{position:absolute;right:4px;top:4px;font:inherit;color:#222;padding:1px 7px;border:1px solid #bbb;
+  border-radius:4px;background:#fff;cursor:pointer;line-height:1.3;margin:0}
 #hm-png:hover{background:#f0f0f0}
 #hm-tip{position:absolute;pointer-events:none;background:rgba(30,30,30,.92);color:#fff;padding:4px 7px;
-  border-radius:4px;white-space:pre;max-width:60vw;overflow:hidden;text-overflow:ellipsis;
+  border-radius:4px;white-space:pre;max-width:60%;overflow:hidden;text-overflow:ellipsis;
   font-variant-numeric:tabular-nums;z-index:2}
-.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+#hm .hm-sr{position:absolute;width:1px;height:1px;margin:0;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 """
 
 # The page keeps no state beyond the data and the hovered cell; everything is redrawn on resize.
@@ -198,10 +199,9 @@ _JS = r"""
   }
 
   function render() {
-    var W = Math.max(200, root.clientWidth), H = Math.max(200, window.innerHeight);
+    var W = Math.max(200, root.clientWidth), H = D.height;
     var dpr = window.devicePixelRatio || 1;
     L = layout(W, H);
-    root.style.height = H + "px";
     [plot, over].forEach(function (c) {
       c.width = Math.round(W * dpr); c.height = Math.round(H * dpr);
       c.style.width = W + "px"; c.style.height = H + "px";
@@ -276,10 +276,8 @@ _JS = r"""
   }};
   render();
   var last = root.clientWidth;
-  window.addEventListener("resize", function () {
-    if (root.clientWidth !== last || plot.height !== Math.round(window.innerHeight * (window.devicePixelRatio || 1))) {
-      last = root.clientWidth; render();
-    }
-  });
+  new ResizeObserver(function () {                     // the column's width changes (sidebar, window)
+    if (root.clientWidth !== last) { last = root.clientWidth; render(); }
+  }).observe(root);
 })();
 """
