@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from plotly.colors import get_colorscale, sample_colorscale, unlabel_rgb
 
 from viz.figures import ATTENTION_SCALE
 from viz.headview import script_json
@@ -37,7 +38,6 @@ class HeatmapView:
 @lru_cache(maxsize=8)
 def colour_lut(colorscale: str = ATTENTION_SCALE, n: int = 256) -> tuple[int, ...]:
     """``n`` RGB triples (flattened) sampled from a plotly colour scale: the same colours as the plotly heatmap."""
-    from plotly.colors import sample_colorscale, unlabel_rgb, get_colorscale
     rgb = sample_colorscale(get_colorscale(colorscale), list(np.linspace(0, 1, n)), colortype="rgb")
     return tuple(int(round(c)) for colour in rgb for c in unlabel_rgb(colour))
 
