@@ -1,7 +1,7 @@
 """Entry point: `streamlit run app.py`. Builds the shared sidebar, then runs the chosen page."""
 import streamlit as st
 
-from viz import ui, ui_share
+from viz import ui
 
 st.set_page_config(page_title="Attention explorer", page_icon=":material/visibility:", layout="wide")
 
@@ -10,6 +10,8 @@ PAGES = [
     st.Page("pages/heatmap.py", title="Heatmap", icon=":material/grid_on:", url_path="heatmap"),
     st.Page("pages/head_view.py", title="Head view", icon=":material/hub:", url_path="head_view"),
     st.Page("pages/model_view.py", title="Model view", icon=":material/apps:", url_path="model_view"),
+    st.Page("pages/generate.py", title="Generate", icon=":material/edit_note:", url_path="generate"),
+    st.Page("pages/predictions.py", title="Predictions", icon=":material/insights:", url_path="predictions"),
     st.Page("pages/compare_heads.py", title="Compare heads", icon=":material/compare:", url_path="compare_heads"),
     st.Page("pages/attention_flow.py", title="Attention flow", icon=":material/water:", url_path="attention_flow"),
     st.Page("pages/efficient_attention.py", title="Efficient attention", icon=":material/content_cut:", url_path="efficient_attention"),
@@ -19,7 +21,7 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-ui.sidebar()
-ui_share.apply_presentation()
+ui.sidebar(page.url_path)
+ui.apply_presentation()
 page.run()
-ui_share.footer(page)
+ui.footer(page)

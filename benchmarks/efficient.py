@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from viz import efficient as ef  # noqa: E402
-from viz import efficient_figures as eff  # noqa: E402
+from viz.figures import efficient as eff  # noqa: E402
 from viz.capture import capture  # noqa: E402
 from viz.models import load_model  # noqa: E402
 from common import text_of  # noqa: E402
@@ -80,8 +80,8 @@ def main() -> None:
 
     labels = block.queries.labels
     figs = {
-        "pattern grid": lambda: eff.pattern_grid(approx, labels, labels),
-        "mask grid": lambda: eff.pattern_grid(approx, labels, labels, show="mask"),
+        "pattern grid": lambda: eff.pattern_grid_figure(approx, labels, labels),
+        "mask grid": lambda: eff.pattern_grid_figure(approx, labels, labels, show="mask"),
         "detail (pooled to 256)": lambda: eff.detail_figure(approx[0].pattern, approx[1], labels, labels,
                                                             max_cells=256),
         "layers x heads figure": lambda: eff.head_summary_figure(summary),

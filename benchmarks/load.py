@@ -151,7 +151,7 @@ READY = "[data-testid='stApp'][data-test-connection-state='CONNECTED'][data-test
 NO_SPINNER = "!document.querySelector(\"[data-testid='stSpinner']\")"
 
 
-# The heatmap page's view: the canvas heatmap (viz/heatmap_view.py) once it has drawn; its text
+# The heatmap page's view: the canvas heatmap (viz/views/heatmap.py) once it has drawn; its text
 # holds the tokens (a screen-reader description), so the student's word can be checked.
 APP_VIEW = "#hm[data-drawn='1']"
 

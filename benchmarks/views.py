@@ -28,13 +28,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from viz import figures  # noqa: E402
+from viz.figures.attention import heatmap_figure  # noqa: E402
 from viz.capture import capture  # noqa: E402
-from viz.headview import build_head_view  # noqa: E402
+from viz.views.head_view import build_head_view  # noqa: E402
 from viz.models import load_model  # noqa: E402
-from viz.modelview import model_view_figure  # noqa: E402
+from viz.figures.model_view import model_view_figure  # noqa: E402
 
-CORPUS = ROOT / "data" / "sample_corpus.txt"
+CORPUS = ROOT / "viz" / "data" / "sample_corpus.txt"
 
 
 def text_with_tokens(loaded, words: list[str], n_tokens: int) -> str:
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         row["ours model view (mosaic)"] = (t, len(mosaic_json.encode()))
 
         def page_figures():
-            big = figures.attention_heatmap(block.pattern[layer, 0], block.queries.labels, block.keys.labels)
+            big = heatmap_figure(block.pattern[layer, 0], block.queries.labels, block.keys.labels)
             return mosaic_json, big.to_json()
         t_big, (_, big_json) = timed(page_figures, repeat=1)
         row["ours model view page (mosaic + opened head)"] = (row["ours model view (mosaic)"][0] + t_big,

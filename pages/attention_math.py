@@ -3,33 +3,24 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from viz import explain, math_figures, mathsteps, ui
+from viz import mathsteps, ui
+from viz.figures.math import key_bars_figure, vector_strip_figure
 
 TOLERANCE = 1e-5
 
-st.title("The attention math, step by step")
-result = ui.get_result()
-if result is None:
-    st.stop()
-
+result = ui.page("The attention math, step by step")
 kind = ui.pick_kind(result)
 block = result.block(kind)
-layer, head = ui.pick_layer_head(block, allow_mean=False)
+layer, head = ui.pick_head(block)
 q_labels, k_labels = block.queries.labels, block.keys.labels
-
 positions = list(range(len(q_labels)))
-wanted = mathsteps.query_position(q_labels, ui.query_param("query"),
-                                  default=mathsteps.default_query(block.queries.special))
-# Take the URL's token when it changed from outside (a shared link, a gallery preset), else keep the widget's.
-url_changed = ui.query_param("query") not in (None, st.session_state.get("_math_query_url"))
-if st.session_state.get("math_query") not in positions or url_changed:
-    st.session_state.math_query = wanted
-query_pos = st.selectbox("Query token (the token that is looking)", positions, key="math_query",
-                         format_func=lambda i: f"{i}: {q_labels[i]}")
-ui.set_query_param("query", query_pos)
-st.session_state._math_query_url = str(query_pos)
+first_plain = mathsteps.default_query(block.queries.special)
+# The URL may name the query by position or by token text (?query=it).
+query_pos = ui.pick("query", st.selectbox, "Query token (the token that is looking)", positions,
+                    convert=lambda v: mathsteps.query_position(q_labels, v, default=first_plain),
+                    format_func=lambda i: f"{i}: {q_labels[i]}")
 
-li = ui.get_internals(kind, layer)
+li = ui.layer_internals(kind, layer)
 if li is None:
     st.stop()
 steps = mathsteps.math_steps(li, head=head, query_pos=query_pos)
@@ -47,12 +38,18 @@ where = {"encoder": "the encoder", "decoder": "the decoder", "cross": "the decod
 st.caption(f"{where.capitalize()}, layer {layer}, head {head} of {shapes.n_heads}; query “{token}” "
            f"(position {query_pos}). d_head = d_k = {shapes.d_head}.")
 
+group = [int(h) for h in np.flatnonzero(block.kv_head == block.kv_head[head])]
+if len(group) > 1:
+    st.info(f"Grouped-query attention: heads {', '.join(map(str, group))} share one key/value head "
+            f"(KV {int(block.kv_head[head])}), so the k and v below are the same for all of them; only their "
+            f"queries differ.", icon=":material/group_work:")
+
 # ---- 1. inputs and projections
 st.header("1 · Input vectors and projections")
 if li.hidden is not None:
     st.markdown(f"Each token enters layer {layer} as a vector of **d_model = {shapes.d_model}** numbers "
                 f"(one row per token; the query token is framed).")
-    ui.show_figure(math_figures.vector_strip(li.hidden, q_labels, highlight=query_pos, value_name="x"),
+    ui.show_figure(vector_strip_figure(li.hidden, q_labels, highlight=query_pos, value_name="x"),
                    name=f"math_inputs_{kind}_L{layer}", key="math_inputs")
 else:
     st.caption("This model's layer input was not recorded; the projections below are still the model's own.")
@@ -67,16 +64,16 @@ if kind == "cross":
             "encoder's output tokens.", icon=":material/swap_horiz:")
 
 st.markdown(f"The query vector of “{token}”:")
-ui.show_figure(math_figures.vector_strip(steps.q[None, :], [token], value_name="q"),
+ui.show_figure(vector_strip_figure(steps.q[None, :], [token], value_name="q"),
                name=f"math_q_{kind}_L{layer}_H{head}", key="math_q")
 c1, c2 = st.columns(2)
 with c1:
     st.markdown("Key vectors k_j (one row per key token):")
-    ui.show_figure(math_figures.vector_strip(steps.keys, k_labels, value_name="k"),
+    ui.show_figure(vector_strip_figure(steps.keys, k_labels, value_name="k"),
                    name=f"math_k_{kind}_L{layer}_H{head}", key="math_k")
 with c2:
     st.markdown("Value vectors v_j:")
-    ui.show_figure(math_figures.vector_strip(steps.values, k_labels, value_name="v"),
+    ui.show_figure(vector_strip_figure(steps.values, k_labels, value_name="v"),
                    name=f"math_v_{kind}_L{layer}_H{head}", key="math_v")
 
 # ---- 2. scores, scaling, bias, mask, softmax
@@ -108,12 +105,12 @@ st.dataframe(frame, hide_index=True, width="stretch", height=min(420, 38 + 35 * 
 
 c1, c2 = st.columns(2)
 with c1:
-    ui.show_figure(math_figures.key_bars(steps.masked, k_labels, allowed=steps.allowed, title="scores s_j",
-                                         value_name="score"), name=f"math_scores_{kind}_L{layer}_H{head}",
+    ui.show_figure(key_bars_figure(steps.masked, k_labels, allowed=steps.allowed, title="scores s_j",
+                                   value_name="score"), name=f"math_scores_{kind}_L{layer}_H{head}",
                    key="math_scores")
 with c2:
-    ui.show_figure(math_figures.key_bars(steps.weights, k_labels, allowed=steps.allowed,
-                                         title="softmax weights α_j", value_name="weight", color="#2a9d8f"),
+    ui.show_figure(key_bars_figure(steps.weights, k_labels, allowed=steps.allowed,
+                                   title="softmax weights α_j", value_name="weight", color="#2a9d8f"),
                    name=f"math_weights_{kind}_L{layer}_H{head}", key="math_weights")
 top = np.argsort(-steps.weights)[:3]
 st.markdown("Largest weights: " + ", ".join(f"“{k_labels[j]}” {steps.weights[j]:.3f}" for j in top)
@@ -122,11 +119,9 @@ st.markdown("Largest weights: " + ", ".join(f"“{k_labels[j]}” {steps.weights
 # ---- 3. weighted sum
 st.header("3 · Weighted sum of the values = the head's output")
 st.latex(r"z_i = \sum_j \alpha_j\, v_j")
-ui.show_figure(math_figures.vector_strip(np.stack([steps.output, steps.model_output]),
-                                         ["ours: Σ α_j v_j", "model's head output"], value_name="z"),
+ui.show_figure(vector_strip_figure(np.stack([steps.output, steps.model_output]),
+                                   ["ours: Σ α_j v_j", "model's head output"], value_name="z"),
                name=f"math_output_{kind}_L{layer}_H{head}", key="math_output")
 st.markdown(f"A vector of d_head = {shapes.d_head} numbers. The layer concatenates the {shapes.n_heads} heads' "
             f"outputs and mixes them with W_O back to d_model, then adds them to the token's vector (the "
             f"residual connection).")
-
-ui.explain(explain.for_page("attention_math"))

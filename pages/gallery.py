@@ -2,10 +2,9 @@
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from viz import explain, gallery, models, ui
+from viz import gallery, models, ui
 
-ui.ensure_navigation()  # this page reads no result; still make app.py run on a fresh server
-st.title("Example gallery")
+ui.page("Example gallery", needs_result=False)
 st.markdown("Each example sets the text (and the model when it needs another kind), then opens the view "
             "where the effect shows. The note says what to look for.")
 
@@ -45,5 +44,3 @@ for preset in gallery.PRESETS:
                   on_click=_apply, args=(preset.key,))
         link_model = preset.model if preset.family and preset.model else current
         c2.markdown(f"[Link to share]({gallery.relative_link(preset, model=link_model)})")
-
-ui.explain(explain.for_page("gallery"))

@@ -3,8 +3,7 @@ import streamlit as st
 
 from viz import explain, ui
 
-ui.ensure_navigation()  # this page reads no result; still make app.py run on a fresh server
-st.title("Glossary")
+ui.page("Glossary", needs_result=False)
 st.header("The ideas")
 st.markdown(explain.core_ideas_markdown())
 st.header("The words")
@@ -14,4 +13,3 @@ if terms:
     st.markdown("\n".join(f"- **{t.term}**: {t.definition}" for t in terms))
 else:
     st.info("No term matches.")
-ui.explain(explain.for_page("glossary"))

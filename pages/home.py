@@ -4,15 +4,11 @@ import streamlit as st
 
 from viz import models, ui
 
-st.title("Attention explorer")
+result = ui.page("Attention explorer")
 st.markdown(
     "Type a text in the sidebar and press **Run**: the model reads it, and every page shows a different "
     "view of where each token *attends*. Pick a page on the left: the heatmap of one head, head and model "
     "views, head comparisons and more. The link in your address bar reproduces what you see.")
-
-result = ui.get_result()
-if result is None:
-    st.stop()
 
 info = result.model
 c = st.columns(5)
@@ -35,9 +31,3 @@ for kind in ("encoder", "decoder"):
     table = pd.DataFrame({"position": range(len(seq)), "token": list(seq.tokens), "shown as": list(seq.labels),
                           "special": seq.special, "word": seq.word_ids, "segment": seq.segment_ids})
     st.dataframe(table, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(seq)))
-
-ui.explain(
-    "A Transformer turns each token into a vector, then in every layer each token builds a **query** and "
-    "compares it with every token's **key** (a scaled dot product). A softmax turns those scores into "
-    "weights that sum to 1: the **attention pattern**. Each layer has several **heads** that learn different "
-    "relations. The views in this app show those weights, captured from the real model as it ran.")

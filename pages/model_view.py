@@ -1,24 +1,22 @@
 """Model view: every layer x head as a thumbnail; click one to open it large."""
 import streamlit as st
 
-from viz import figures, modelview, ui
+from viz import ui
+from viz.figures.attention import heatmap_figure
+from viz.figures.model_view import model_view_figure, thumbnail_from_selection
 
-st.title("Model view")
-result = ui.get_result()
-if result is None:
-    st.stop()
+MOSAIC_KEY = "model_view_mosaic"
 
+result = ui.page("Model view")
 kind = ui.pick_kind(result)
 block = ui.view_options(result.block(kind))
-MOSAIC_KEY = "model_view_mosaic"
 
 
 def _open_clicked() -> None:
     """Selection callback: make the clicked thumbnail the picked layer and head."""
-    picked = modelview.thumbnail_from_selection(st.session_state.get(MOSAIC_KEY), block.n_heads)
-    if picked is None or not (0 <= picked[0] < block.n_layers):
-        return
-    ui.select_layer_head(*picked)
+    picked = thumbnail_from_selection(st.session_state.get(MOSAIC_KEY), block.n_heads)
+    if picked is not None and 0 <= picked[0] < block.n_layers:
+        ui.select_layer_head(*picked)
 
 
 scale = st.radio("Colour scale", ["each head", "shared"], horizontal=True, key="w_mv_scale",
@@ -31,21 +29,15 @@ layer, head = ui.pick_layer_head(block, allow_mean=True)
 with mosaic_slot:
     # gamma 0.5 (a square-root scale): a few strong weights (often on [CLS]/[SEP]) would
     # otherwise leave the rest of each thumbnail white.
-    fig = modelview.model_view_figure(block, normalize="head" if scale == "each head" else "global",
-                                      gamma=0.5, selected=None if head is None else (layer, head))
+    fig = model_view_figure(block, normalize="head" if scale == "each head" else "global",
+                            gamma=0.5, selected=None if head is None else (layer, head))
     st.caption("Rows are layers, columns are heads (square-root colour scale). "
                "Click a thumbnail to open it below.")
     ui.show_figure(fig, name=f"model_view_{kind}", key=MOSAIC_KEY, on_select=_open_clicked,
                    selection_mode="points")
 
 pattern = block.pattern[layer].mean(axis=0) if head is None else block.pattern[layer, head]
-title = f"{ui.KIND_LABELS[kind]} · layer {layer} · " + ("mean of heads" if head is None else f"head {head}")
-big = figures.attention_heatmap(pattern, block.queries.labels, block.keys.labels, causal=block.causal, title=title)
+which = "mean of heads" if head is None else ui.head_label(head, block.kv_head)
+big = heatmap_figure(pattern, block.queries.labels, block.keys.labels, causal=block.causal,
+                     title=f"{ui.KIND_LABELS[kind]} · layer {layer} · {which}")
 ui.show_figure(big, name=f"attention_{kind}_L{layer}_{'mean' if head is None else f'H{head}'}")
-
-ui.explain(
-    "The grid shows the attention pattern of every head in every layer at once, shrunk to a thumbnail "
-    "(each pixel is the mean weight of a block of query x key positions; query tokens run down, key tokens "
-    "across). Diagonal stripes are heads that look at nearby tokens; vertical lines are heads that attend "
-    "to one token (often [CLS], [SEP] or punctuation) from everywhere. Click a thumbnail, or pick a layer and "
-    "head, to open it with token labels and exact weights on hover.")

@@ -15,13 +15,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "browser"))
 
 # The hub is unreachable here: never let a test wait on it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import tiny_models as model_builder  # noqa: E402
-from browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
+from browser_tools import CHROMIUM_ARGS, chromium_path  # noqa: E402
+
+
+BROWSER_FIXTURES = {"page", "_browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that drives Chromium carries the `browser` marker, wherever it lives, so
+    `pytest -m "not browser"` runs without a browser (the README's command still runs them all)."""
+    for item in items:
+        if BROWSER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +46,17 @@ def tiny_models_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tiny_models_root) -> dict[str, str]:
-    """family -> local directory: "encoder" (BERT), "decoder" (GPT-2), "encoder-decoder" (BART), "t5"."""
+    """family -> local directory: "encoder" (BERT), "decoder" (GPT-2), "encoder-decoder" (BART), "t5",
+    "llama" (Llama with grouped-query attention: 4 query heads, 2 KV heads; a chat template)."""
     return {family: str(tiny_models_root / family) for family in model_builder.FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def embedded_llm():
+    """The embedded LLM (SmolLM2-135M-Instruct), loaded once per session: ~7 s once converted, the
+    first conversion of the GGUF file (~40 s) happens once per cache directory."""
+    from viz.models import EMBEDDED_LLM, load_model
+    return load_model(EMBEDDED_LLM)
 
 
 def _navigation_mode_pages_manager():

@@ -203,3 +203,28 @@ def test_concurrent_model_loads_leave_torch_usable(tiny_models):
     assert not errors
     r = capture("the cat sat", target="der hund", model=tiny_models["t5"])
     assert r.cross_attentions.shape[2:] == (len(r.decoder), len(r.encoder))
+
+
+@pytest.mark.parametrize("family,site", [("encoder", ("encoder", 1)), ("decoder", ("decoder", 1)),
+                                         ("encoder-decoder", ("cross", 1)), ("t5", ("decoder", 0))])
+def test_one_layer_internals_equal_a_full_recording_and_stop_the_pass_there(tiny_models, family, site, monkeypatch):
+    """capture_layer records one layer, stops the forward pass after it, and gives what a full
+    recording of that layer gives (the math, flow and efficient pages use it on a layer pick)."""
+    from viz import attention_fn
+    from viz.capture import capture_layer
+    loaded = load_model(tiny_models[family])
+    text, target = "the cat sat on the mat", ("die Katze" if family != "decoder" else None)
+    full = capture(text, target=target, model=loaded, internals=[site]).internals[site]
+    calls = []
+    real = attention_fn.viz_attention
+
+    def counting(module, *args, **kwargs):
+        calls.append(loaded.sites.get(id(module)))
+        return real(module, *args, **kwargs)
+    monkeypatch.setitem(attention_fn.AttentionInterface._global_mapping, attention_fn.NAME, counting)
+    one = capture_layer(text, target=target, model=loaded, site=site)
+    for name in ("query", "key", "value", "scores", "mask", "pattern", "head_output"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(full, name), err_msg=name)
+    assert calls and calls[-1] == site                  # nothing ran after the recorded layer
+    n_all = sum(1 for s in loaded.sites.values())
+    assert len(calls) < n_all or site[1] == max(s[1] for s in loaded.sites.values() if s[0] == site[0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from viz import efficient as ef
-from viz import efficient_figures as eff
+from viz.figures import efficient as eff
 from viz.result import LayerInternals
 
 T, F = True, False
@@ -345,14 +345,14 @@ def test_grid_detail_and_tables():
     cfg = ef.PatternConfig(window=2, rank=3)
     approx = ef.approximate_head(ef.HeadInput.from_internals(li, 1), config=cfg)
     labels = [f"t{i}" for i in range(40)]
-    grid = eff.pattern_grid(approx, labels, labels, max_cells=20)
+    grid = eff.pattern_grid_figure(approx, labels, labels, max_cells=20)
     assert len(grid.data) == len(ef.PATTERNS)
     titles = [a.text for a in grid.layout.annotations]
     assert titles == [eff.short_title_of(p) for p in ef.PATTERNS]
     win = ef.PATTERNS.index(ef.WINDOW)
     assert np.allclose(np.asarray(grid.data[win].z), eff.pool_matrix(approx[win].pattern, max_cells=20,
                                                                       sum_keys=True)[0], atol=1e-6)
-    masks = eff.pattern_grid(approx, labels, labels, show="mask")
+    masks = eff.pattern_grid_figure(approx, labels, labels, show="mask")
     assert np.array_equal(np.asarray(masks.data[win].z), approx[win].mask.astype(np.float32))
     assert masks.layout.coloraxis.cmax == 1
     detail = eff.detail_figure(approx[0].pattern, approx[win], labels, labels)
@@ -497,16 +497,16 @@ def test_page_embedded_model_honours_url_state(app_test):
     assert any(h.startswith("Layer 2, head 5") for h in heads)
     knobs = {n.label: n.value for n in at.number_input}
     assert knobs["Window w (each side)"] == 2 and knobs["Rank k"] == 3
-    assert at.selectbox(key="eff_pattern").value == "bigbird"
-    assert at.radio(key="eff_globals").value == "first"
-    assert at.radio(key="eff_colour").value == "linear"
+    assert at.selectbox(key="w_pattern").value == "bigbird"
+    assert at.radio(key="w_globals").value == "first"
+    assert at.radio(key="w_colour").value == "linear"
     table = at.dataframe[0].value
     assert len(table) == len(ef.PATTERNS)
     assert table["output rel. error"].iloc[0] == pytest.approx(0, abs=1e-3)      # full pattern: no error
     # changing a knob reruns and lands in the URL
-    at.number_input(key="eff_window").set_value(5).run()
+    at.number_input(key="w_window").set_value(5).run()
     assert at.query_params["window"] == ["5"] or at.query_params["window"] == "5"
-    at.selectbox(key="eff_pattern").set_value("lsh").run()
+    at.selectbox(key="w_pattern").set_value("lsh").run()
     _page_ok(at)
     assert "lsh" in str(at.query_params["pattern"])
 

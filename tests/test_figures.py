@@ -1,12 +1,13 @@
 """The shared heatmap builder, on hand-made matrices."""
 import numpy as np
 
-from viz.figures import attention_heatmap, export_config
+from viz.figures.attention import heatmap_figure
+from viz.figures.common import export_config
 
 
 def test_repeated_tokens_keep_separate_rows():
     a = np.eye(3, dtype=np.float32)
-    fig = attention_heatmap(a, ["the", "cat", "the"], ["the", "cat", "the"])
+    fig = heatmap_figure(a, ["the", "cat", "the"], ["the", "cat", "the"])
     trace = fig.data[0]
     assert len(set(trace.y)) == 3 and len(set(trace.x)) == 3  # no merged rows
     assert list(fig.layout.yaxis.ticktext) == ["the", "cat", "the"]
@@ -16,13 +17,13 @@ def test_repeated_tokens_keep_separate_rows():
 
 def test_causal_mask_is_a_gap_not_zero():
     a = np.tril(np.ones((4, 4), np.float32)) / np.arange(1, 5)[:, None]
-    z = np.asarray(attention_heatmap(a, list("abcd"), list("abcd"), causal=True).data[0].z)
+    z = np.asarray(heatmap_figure(a, list("abcd"), list("abcd"), causal=True).data[0].z)
     assert np.isnan(z[0, 1]) and np.isnan(z[2, 3]) and z[3, 0] == 0.25
 
 
 def test_hover_names_query_key_weight_and_ticks_thin_out():
     n = 300
-    fig = attention_heatmap(np.full((n, n), 1 / n, np.float32), [f"t{i}" for i in range(n)], [f"t{i}" for i in range(n)])
+    fig = heatmap_figure(np.full((n, n), 1 / n, np.float32), [f"t{i}" for i in range(n)], [f"t{i}" for i in range(n)])
     assert "query" in fig.data[0].hovertemplate and "weight" in fig.data[0].hovertemplate
     assert len(fig.layout.xaxis.tickvals) <= 80 and fig.layout.xaxis.ticktext[1] == "t4"
 

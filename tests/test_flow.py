@@ -204,17 +204,17 @@ def test_cli_word_level_with_rollout(tmp_path, embedded_capture):
 
 
 def test_relevance_bars_one_trace_per_method_at_integer_positions():
-    from viz.flow import relevance_bars
+    from viz.figures.flow import relevance_figure
     labels = ["[CLS]", "the", "cat", "the", "[SEP]"]
     rows = {"raw": np.array([0.1, 0.2, 0.3, 0.2, 0.2]), "flow": np.full(5, np.nan),
             "rollout": np.array([0.5, 0.1, 0.1, 0.1, 0.2])}
-    fig = relevance_bars(rows, labels, title="t")
+    fig = relevance_figure(rows, labels, title="t")
     assert [trace.name for trace in fig.data] == ["raw", "rollout"]      # the NaN row is skipped
     np.testing.assert_allclose(fig.data[1].y, rows["rollout"])
     assert list(fig.data[0].x) == [0, 1, 2, 3, 4]
     assert list(fig.layout.xaxis.ticktext) == labels
     with pytest.raises(ValueError, match="3 values for 5 tokens"):
-        relevance_bars({"raw": np.ones(3)}, labels)
+        relevance_figure({"raw": np.ones(3)}, labels)
 
 
 # --------------------------------------------------------------------------- norm-based on tiny models
@@ -308,8 +308,8 @@ def test_page_word_level_on_a_decoder_defaults_to_the_last_token(app_test, tiny_
     assert not at.exception
     assert any("Word level" in info.value for info in at.info)
     last = int(at.query_params["pos"])
-    assert at.selectbox(key="flow_pos").value == last
-    assert last == len(at.selectbox(key="flow_pos").options) - 1
+    assert at.selectbox(key="w_pos").value == last
+    assert last == len(at.selectbox(key="w_pos").options) - 1
     assert len(chart_titles(at)) == 6
 
 

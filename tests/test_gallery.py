@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from viz import explain, gallery, mathsteps, ui_share
+from viz import explain, export, gallery, mathsteps
+from viz.ui import state as ui_state
 from viz.capture import capture
 from viz.models import load_model
 
@@ -18,7 +19,7 @@ def embedded():
     return load_model(None)
 
 
-@pytest.mark.parametrize("preset", [p for p in gallery.PRESETS if p.family != "encoder-decoder"],
+@pytest.mark.parametrize("preset", [p for p in gallery.PRESETS if p.family not in ("encoder-decoder", "decoder")],
                          ids=lambda p: p.key)
 def test_preset_runs_on_embedded_model(embedded, preset):
     r = capture(preset.text, pair=preset.pair or None, target=preset.target or None, model=embedded)
@@ -41,6 +42,33 @@ def test_preset_runs_on_embedded_model(embedded, preset):
     if preset.key == "induction":
         words = preset.text.split()
         assert words[: len(words) // 2] == words[len(words) // 2:]
+
+
+def test_llm_presets_show_what_they_say_on_the_embedded_llm(embedded_llm):
+    """The heads the LLM presets point at do what their notes claim, on the real model."""
+    from viz import stats
+    from viz.models import EMBEDDED_LLM
+    llm = [p for p in gallery.PRESETS if p.family == "decoder"]
+    assert {p.key for p in llm} == {"llm_induction", "llm_sink", "llm_coreference"}
+    assert all(p.model == EMBEDDED_LLM for p in llm)
+    head = {p.key: (int(p.picks()["layer"]), int(p.picks()["head"])) for p in llm}
+
+    induction = capture(gallery.BY_KEY["llm_induction"].text, model=embedded_llm).block()
+    scores = stats.detect_heads(induction).set_index(["layer", "head"])
+    assert scores.loc[head["llm_induction"], "induction"] > 0.8
+    assert scores["induction"].idxmax() == head["llm_induction"]      # the strongest induction head
+
+    block = capture(gallery.BY_KEY["llm_sink"].text, model=embedded_llm).block()
+    layer, h = head["llm_sink"]
+    assert block.pattern[layer, h, 1:, 0].mean() > 0.95                # ~all weight on the first token
+    assert 0.5 < block.pattern[:, :, 1:, 0].mean() < 0.8               # "about 65%" over all heads
+
+    labels = list(block.queries.labels)
+    it, animal, street = labels.index("it"), labels.index("animal"), labels.index("street")
+    layer, h = head["llm_coreference"]
+    row = block.pattern[layer, h, it]
+    assert row[animal] > 0.6 and row[street] < 0.05 and row[0] < 0.15
+    assert embedded_llm.info.kv_head[h] == 2
 
 
 def test_translation_preset_on_tiny_encoder_decoder(tiny_models):
@@ -77,14 +105,14 @@ def test_every_page_has_an_explanation():
 
 
 def test_share_url():
-    url = ui_share.share_url("http://host:8501/base/", "heatmap", {"text": "a & b?", "layer": "2", "pair": ""})
+    url = ui_state.share_url("http://host:8501/base/", "heatmap", {"text": "a & b?", "layer": "2", "pair": ""})
     parts = urlsplit(url)
     assert parts.path == "/base/heatmap" and parse_qs(parts.query) == {"text": ["a & b?"], "layer": ["2"]}
-    assert ui_share.share_url(None, "", {}) == "/"
+    assert ui_state.share_url(None, "", {}) == "/"
     pages = {"heatmap", "attention_math", "home"}
-    assert ui_share.app_base("http://h:1/heatmap/heatmap", pages) == "http://h:1"
-    assert ui_share.app_base("http://h:1/base/attention_math/", pages) == "http://h:1/base"
-    assert ui_share.app_base("http://h:1", pages) == "http://h:1" and ui_share.app_base(None, pages) == ""
+    assert ui_state.app_base("http://h:1/heatmap/heatmap", pages) == "http://h:1"
+    assert ui_state.app_base("http://h:1/base/attention_math/", pages) == "http://h:1/base"
+    assert ui_state.app_base("http://h:1", pages) == "http://h:1" and ui_state.app_base(None, pages) == ""
 
 
 
@@ -92,9 +120,9 @@ def test_share_url():
 def test_csv_is_long_form_and_bounded(embedded):
     block = capture("the cat sat on the mat", model=embedded).block()
     L, H, T, _ = block.pattern.shape
-    scope = ui_share.csv_scope(block, layer=2, head=5)
+    scope = export.csv_scope(block, layer=2, head=5)
     assert scope.layers == tuple(range(L)) and scope.n_rows(block) == L * H * T * T
-    frame = pd.read_csv(io.BytesIO(ui_share.attention_csv(block, scope)), keep_default_na=False)
+    frame = pd.read_csv(io.BytesIO(export.attention_csv(block, scope)), keep_default_na=False)
     assert list(frame.columns) == ["layer", "head", "query_pos", "key_pos", "query_token", "key_token", "weight"]
     assert len(frame) == L * H * T * T
     pick = (frame["layer"] == 4) & (frame["head"] == 7) & (frame["query_pos"] == 2) & (frame["key_pos"] == 3)
@@ -102,15 +130,16 @@ def test_csv_is_long_form_and_bounded(embedded):
     assert row.weight == pytest.approx(block.pattern[4, 7, 2, 3], rel=1e-5)
     assert row.query_token == block.queries.tokens[2] and row.key_token == block.keys.tokens[3]
     np.testing.assert_allclose(frame.groupby(["layer", "head", "query_pos"]).weight.sum(), 1, atol=1e-4)
-    small = ui_share.csv_scope(block, layer=2, head=5, max_rows=H * T * T)
+    small = export.csv_scope(block, layer=2, head=5, max_rows=H * T * T)
     assert small.layers == (2,) and small.heads == tuple(range(H))
-    tiny = ui_share.csv_scope(block, layer=2, head=5, max_rows=T * T)
+    tiny = export.csv_scope(block, layer=2, head=5, max_rows=T * T)
     assert tiny.layers == (2,) and tiny.heads == (5,) and tiny.n_rows(block) == T * T
 
 
 def test_npz_has_the_cli_layout(embedded):
     r = capture("the cat sat", model=embedded)
-    data = np.load(io.BytesIO(ui_share.npz_bytes(r)))
-    assert set(data.files) == {"tokens", "attentions", "truncated"}
+    data = np.load(io.BytesIO(export.npz_bytes(r)))
+    assert set(data.files) == {"tokens", "attentions", "truncated", "kv_head"}   # kv_head: issue 14
+    np.testing.assert_array_equal(data["kv_head"], np.arange(r.model.n_heads))   # no GQA in MiniLM
     np.testing.assert_array_equal(data["attentions"], r.attentions)
     assert tuple(data["tokens"]) == r.tokens.tokens

@@ -1,4 +1,4 @@
-"""Unit tests of the head view builder (viz/headview.py) on hand-made arrays."""
+"""Unit tests of the head view builder (viz/views/head_view.py) on hand-made arrays."""
 from __future__ import annotations
 
 import base64
@@ -8,8 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from viz.headview import (PAIR_SLICES, auto_threshold, build_head_view, head_colors, pair_slice,
-                          prune_edges, script_json)
+from viz.views.escape import script_json
+from viz.views.head_view import (PAIR_SLICES, auto_threshold, build_head_view, head_colors, pair_slice,
+                                  prune_edges)
 from viz.result import Block, TokenSeq
 
 
@@ -257,7 +258,7 @@ def test_page_pair_slice_from_url(app_test):
     assert data["pair"] == "B->A"
     assert "warm" in data["queries"]["labels"] and "cat" not in data["queries"]["labels"]
     assert "cat" in data["keys"]["labels"] and set(data["queries"]["segment"]) == {1}
-    mass = at.select_slider(key="w_hv_mass")
+    mass = at.select_slider(key="w_mass")
     mass.set_value("50%").run()
     assert _qp(at)["mass"] == "50%" and not at.exception
 

@@ -1,4 +1,4 @@
-"""The canvas heatmap (viz/heatmap_view.py): its payload on hand-made arrays, and the heatmap page's wiring."""
+"""The canvas heatmap (viz/views/heatmap.py): its payload on hand-made arrays, and the heatmap page's wiring."""
 from __future__ import annotations
 
 import base64
@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from viz.heatmap_view import build_heatmap, colour_lut
+from viz.figures.common import colour_lut
+from viz.views.heatmap import build_heatmap
 
 
 def payload(page: str) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from viz import math_figures, mathsteps
+from viz import mathsteps
+from viz.figures import math as math_figures
 from viz.capture import capture
 from viz.result import LayerInternals
 
@@ -95,15 +96,15 @@ def test_query_position_from_url():
 
 
 def test_figures_keep_repeated_tokens_apart():
-    fig = math_figures.vector_strip(np.arange(12.0).reshape(3, 4), ["the", "cat", "the"], highlight=2)
+    fig = math_figures.vector_strip_figure(np.arange(12.0).reshape(3, 4), ["the", "cat", "the"], highlight=2)
     np.testing.assert_array_equal(fig.data[0].z, np.arange(12.0).reshape(3, 4))
     assert list(fig.layout.yaxis.ticktext) == ["the", "cat", "the"] and fig.layout.yaxis.autorange == "reversed"
     assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].y0 == 1.5
-    bars = math_figures.key_bars(np.array([1.0, -np.inf, 2.0]), ["a", "b", "c"],
-                                 allowed=np.array([True, False, True]))
+    bars = math_figures.key_bars_figure(np.array([1.0, -np.inf, 2.0]), ["a", "b", "c"],
+                                        allowed=np.array([True, False, True]))
     np.testing.assert_array_equal(bars.data[0].y, [1.0, 0.0, 2.0])
     with pytest.raises(ValueError):
-        math_figures.vector_strip(np.zeros((2, 3)), ["one"])
+        math_figures.vector_strip_figure(np.zeros((2, 3)), ["one"])
 
 
 # ----------------------------------------------------------------- real models

@@ -1,4 +1,4 @@
-"""Unit tests of the model view builder (viz/modelview.py) on hand-made arrays."""
+"""Unit tests of the model view builder (viz/views/model_view.py, viz/figures/model_view.py) on hand-made arrays."""
 from __future__ import annotations
 
 import base64
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viz.modelview import (GAP_RGB, build_mosaic, downsample, model_view_figure, mosaic_png,
-                           thumbnail_from_selection)
+from viz.figures.model_view import model_view_figure, thumbnail_from_selection
+from viz.views.model_view import GAP_RGB, build_mosaic, downsample, mosaic_png
 from viz.result import Block, TokenSeq
 
 

@@ -122,10 +122,8 @@ def test_app_says_busy_instead_of_hanging(app_test, held_slot, monkeypatch):
 # ---------------------------------------------------------------- the app in server mode
 @pytest.fixture
 def server_mode(monkeypatch, tiny_models):
-    from viz import ui
     s = dataclasses.replace(settings_module.SETTINGS, server_mode=True, allowed_models=(tiny_models["encoder"],))
     monkeypatch.setattr(settings_module, "SETTINGS", s)
-    monkeypatch.setattr(ui, "SETTINGS", s)
     return s
 
 
@@ -133,7 +131,9 @@ def test_server_mode_offers_only_the_allow_list(app_test, server_mode, tiny_mode
     at = app_test()
     assert not at.exception
     box = at.sidebar.selectbox(key="w_model_choice")
-    assert list(box.options) == ["all-MiniLM-L6-v2 (embedded)", tiny_models["encoder"]]
+    # both embedded models are always offered (issue 14), then the allow-list
+    assert list(box.options) == ["all-MiniLM-L6-v2 (embedded)", "SmolLM2-135M-Instruct (embedded LLM)",
+                                 tiny_models["encoder"]]
     assert not [t for t in at.sidebar.text_input if t.key == "w_model_custom"]  # no free model field
 
 
@@ -176,9 +176,9 @@ def test_download_buttons_do_not_keep_the_result_alive(app_test, monkeypatch, pa
     text = f"A sentence only this test sends, for {page}."
     at = app_test(page, text=text)
     assert not at.exception and sum(callable(d) for d in kept) >= 3
-    ref = weakref.ref(ui.compute(text, model=models.EMBEDDED))   # the cached result the page drew
+    ref = weakref.ref(ui.result_for(text, model=models.EMBEDDED))   # the cached result the page drew
     del at
-    ui._RESULTS.clear()                                     # evicted, as VIZ_CACHE_MB would
+    ui.compute._RESULTS.clear()                                     # evicted, as VIZ_CACHE_MB would
     gc.collect()
     assert ref() is None
     npz = [d for d in kept if callable(d) and getattr(d, "__name__", "") == "<lambda>"]

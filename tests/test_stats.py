@@ -273,8 +273,9 @@ def test_decoder_detectors_on_constructed_heads():
     special = np.zeros(len(IDS), dtype=bool)
     special[0] = True
     frame = stats.detect_heads(_decoder_heads(), IDS, special=special, causal=True)
-    assert list(frame.columns) == ["layer", "head", "previous_token", "duplicate_token", "induction"]
+    assert list(frame.columns) == ["layer", "head", "previous_token", "duplicate_token", "induction", "sink"]
     ind, prev, dup, sink = (frame.iloc[k] for k in range(4))
+    assert sink["sink"] == pytest.approx(1.0) and prev["sink"] == pytest.approx(1 / (len(IDS) - 1))
     assert ind["induction"] == pytest.approx(1.0)
     assert ind["duplicate_token"] == pytest.approx(0.0)
     assert prev["previous_token"] == pytest.approx(1.0)
@@ -347,7 +348,7 @@ def test_word_tokens_and_repeated_random_text():
 # ------------------------------------------------------------------ stats figures
 
 def test_metric_grid_figure_axes_and_click_layer():
-    from viz import stats_figures as sf
+    from viz.figures import stats as sf
     grid = np.arange(6, dtype=float).reshape(2, 3)
     fig = sf.metric_grid_figure(grid, metric="entropy", selected=(1, 2))
     assert np.allclose(fig.data[0].z, grid)
@@ -365,7 +366,7 @@ def test_metric_grid_figure_axes_and_click_layer():
 
 
 def test_similarity_and_difference_figures():
-    from viz import stats_figures as sf
+    from viz.figures import stats as sf
     sim = stats.similarity_map(_two_cluster_pattern())
     near = stats.nearest_heads(sim, 0, 0, k=2)
     fig = sf.similarity_figure(sim.frame(), labels=pd.Series(["a"] * 6), selected=(0, 0), nearest=near)
@@ -373,7 +374,7 @@ def test_similarity_and_difference_figures():
     assert np.allclose(fig.data[0].x, sim.coords[:3, 0])
     assert sf.selected_head({"selection": {"points": [{"customdata": ["1", "2", "a"]}]}}) == (1, 2)
     diff = np.array([[0.5, -0.25], [0.0, 0.1]])
-    dfig = sf.difference_heatmap(diff, ["a", "a"], ["a", "b"], causal=True)
+    dfig = sf.difference_figure(diff, ["a", "a"], ["a", "b"], causal=True)
     assert np.isnan(dfig.data[0].z[0, 1]) and dfig.data[0].z[0, 0] == 0.5
     assert dfig.data[0].zmin == -0.5 and dfig.data[0].zmax == 0.5
     assert list(dfig.layout.yaxis.tickvals) == [0, 1]
@@ -405,6 +406,7 @@ def _independent_metrics(attn, special, punct):
         "next_share": np.mean([attn[i, i + 1] for i in range(t - 1)]),
         "mean_distance": np.mean([sum(attn[i, j] * abs(i - j) for j in range(t)) for i in rows]),
         "confidence": np.mean([attn[i].max() for i in rows]),
+        "first_token_share": np.mean([attn[i, 0] for i in range(1, t)]),
     }
 
 
@@ -421,7 +423,7 @@ def test_cli_matches_independently_recomputed_attention(tmp_path):
     p = run_cli("stats", "--text", SENTENCE, "--out", str(out))
     assert p.returncode == 0, p.stderr
     got = pd.read_csv(out)
-    assert list(got.columns[:10]) == ["layer", "head", *stats.METRICS]
+    assert list(got.columns[:2 + len(stats.METRICS)]) == ["layer", "head", *stats.METRICS]
     assert len(got) == 6 * 12
 
     path = embedded_model_dir()

@@ -45,7 +45,7 @@ def test_math_page_from_a_shared_url(app_test):
     assert at.session_state["viz_text"] == text
     # another head and another query token: the check is recomputed for them
     at.selectbox(key="w_head").set_value("7").run()
-    at.selectbox(key="math_query").set_value(2).run()
+    at.selectbox(key="w_query").set_value(2).run()
     assert _check_value(at) <= 1e-5 and _link_params(at)["head"] == "7" and _link_params(at)["query"] == "2"
 
 

@@ -46,6 +46,34 @@ def _tokenizer(kind: str):
                                    eos_token="</s>", mask_token="<mask>", model_max_length=40)
 
 
+# ChatML with a default system prompt, as SmolLM2's template has: the template's own
+# tokens (markers, role names, newlines, the system prompt) are part of the input.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nyou are a small cat<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def _bpe_tokenizer():
+    """A byte-level BPE tokenizer (as Llama-3, Qwen, SmolLM use) with ChatML specials and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [" ".join(WORDS)] * 3 + ["the animal didn't cross the street because it was too tired",
+                                      "the keys to the cabinet are on the table", "system\nuser\nassistant\n"]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   unk_token="<|endoftext|>", pad_token="<|im_end|>", model_max_length=64)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
 def build(family: str, root: Path) -> Path:
     """Build and save one tiny model of ``family``; return its directory."""
     import torch
@@ -68,6 +96,17 @@ def build(family: str, root: Path) -> Path:
             decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=40,
             pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
             decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=None))
+    elif family == "llama":
+        # Grouped-query attention: 4 query heads share 2 key/value heads (0,1 -> 0; 2,3 -> 1).
+        from transformers import LlamaConfig, LlamaForCausalLM
+        tok = _bpe_tokenizer()
+        # A wide initialisation keeps the logits far apart, so greedy choices are not
+        # decided by float rounding (a KV-cache step and a full pass round differently).
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, initializer_range=0.3,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=False))
     elif family == "t5":
         tok = _tokenizer("seq2seq")
         model = T5ForConditionalGeneration(T5Config(
@@ -80,4 +119,5 @@ def build(family: str, root: Path) -> Path:
     return out
 
 
-FAMILIES = ("encoder", "decoder", "encoder-decoder", "t5")
+# "llama": a decoder with grouped-query attention, an LM head and a chat template.
+FAMILIES = ("encoder", "decoder", "encoder-decoder", "t5", "llama")

@@ -23,15 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from viz import families
 from viz.result import Block, TokenSeq
 
 HEAD_AGGREGATIONS = ("mean", "max")
 LAYER_AGGREGATIONS = ("mean", "max")
 
-# Markers tokenizers put on subwords: WordPiece continuation, byte-level BPE
-# space (GPT-2/RoBERTa/BART), SentencePiece space (T5, Marian).
-_CONTINUATION = "##"
-_SPACE_MARKERS = ("Ġ", "▁")
+# Markers tokenizers put on subwords (viz.families): WordPiece continuation, byte-level
+# BPE space (GPT-2/RoBERTa/BART), SentencePiece space (T5, Marian).
+_CONTINUATION = families.CONTINUATION_MARKER
+_SPACE_MARKERS = families.SPACE_MARKERS
 
 
 @dataclass(frozen=True)
@@ -168,22 +169,31 @@ def filter_seq(seq: TokenSeq, keep: np.ndarray) -> TokenSeq:
 
 
 def transform_matrix(matrix: np.ndarray, queries: TokenSeq, keys: TokenSeq, *,
-                     word_level: bool = False, hide_special: bool = False,
+                     word_level: bool = False, hide_special: bool = False, hide_first: bool = False,
                      ) -> tuple[np.ndarray, TokenSeq, TokenSeq]:
-    """Apply the word-level / hide-special transformation to any ``(..., query_pos, key_pos)`` array.
+    """Apply the word-level / hide-special / hide-first transformation to any ``(..., query_pos, key_pos)`` array.
 
     Returns the new matrix (float32) and the new query and key TokenSeqs.  Used
     by :func:`transform_block` and by pages that derive other matrices (rollout,
     norm-based) from the same tokens.  Special tokens are hidden first and each
     token's row renormalised, then words are merged, so a word's row is the
     mean of its tokens' renormalised rows and still sums to 1.  A stream made
-    only of special tokens is kept whole (there would be nothing left to show).
+    only of special tokens is kept whole (there would be nothing left to show).  ``hide_first``
+    drops the first key token (an attention sink, Xiao et al. 2023) the same way, and the first
+    query of a self-attention stream with it.
     """
     matrix = np.asarray(matrix)
     same_stream = keys is queries
-    if hide_special:
-        query_keep = ~np.asarray(queries.special, bool)
-        key_keep = ~np.asarray(keys.special, bool)
+    if hide_special or hide_first:
+        query_keep = np.ones(len(queries), bool)
+        key_keep = np.ones(len(keys), bool)
+        if hide_special:
+            query_keep &= ~np.asarray(queries.special, bool)
+            key_keep &= ~np.asarray(keys.special, bool)
+        if hide_first and len(keys):
+            key_keep[0] = False
+            if same_stream:
+                query_keep[0] = False
         if not query_keep.any():
             query_keep = np.ones_like(query_keep)
         if not key_keep.any():
@@ -200,7 +210,8 @@ def transform_matrix(matrix: np.ndarray, queries: TokenSeq, keys: TokenSeq, *,
     return np.asarray(matrix, np.float32), queries, keys
 
 
-def transform_block(block: Block, *, word_level: bool = False, hide_special: bool = False) -> Block:
+def transform_block(block: Block, *, word_level: bool = False, hide_special: bool = False,
+                    hide_first: bool = False) -> Block:
     """A new Block with subwords merged into words and/or special tokens hidden.
 
     Works for self-attention blocks (queries and keys are the same stream),
@@ -208,14 +219,14 @@ def transform_block(block: Block, *, word_level: bool = False, hide_special: boo
     of its own or earlier words) and cross blocks (queries and keys merged
     independently).  See :func:`transform_matrix` for the order of operations.
     """
-    if not word_level and not hide_special:
+    if not (word_level or hide_special or hide_first):
         return block
-    pattern, queries, keys = transform_matrix(block.pattern, block.queries, block.keys,
-                                              word_level=word_level, hide_special=hide_special)
-    return Block(block.kind, pattern, queries, keys, block.causal)
+    pattern, queries, keys = transform_matrix(block.pattern, block.queries, block.keys, word_level=word_level,
+                                              hide_special=hide_special, hide_first=hide_first)
+    return Block(block.kind, pattern, queries, keys, block.causal, kv_head=block.kv_head)
 
 
-def describe_transform(*, word_level: bool = False, hide_special: bool = False) -> str:
+def describe_transform(*, word_level: bool = False, hide_special: bool = False, hide_first: bool = False) -> str:
     """One sentence for the page saying what was done to the attention shown ('' if nothing)."""
     parts = []
     if word_level:
@@ -224,6 +235,9 @@ def describe_transform(*, word_level: bool = False, hide_special: bool = False) 
     if hide_special:
         parts.append("Special tokens hidden: their rows and columns were removed and every row "
                      "renormalised to sum to 1, so these are **not** the model's raw weights.")
+    if hide_first:
+        parts.append("First token hidden: many heads park their weight on it whatever it is (an attention "
+                     "sink); its column was removed and every row renormalised over the other tokens.")
     return " ".join(parts)
 
 

@@ -15,9 +15,11 @@ import numpy as np
 
 
 def nbytes(value) -> int:
-    """Approximate memory held by a result: the sum of its numpy arrays."""
+    """Approximate memory held by a result: the sum of its numpy arrays (and tables)."""
     if isinstance(value, np.ndarray):
         return value.nbytes
+    if hasattr(value, "memory_usage") and hasattr(value, "columns"):   # a pandas DataFrame
+        return int(value.memory_usage(index=True, deep=True).sum())
     if is_dataclass(value):
         return sum(nbytes(getattr(value, f.name)) for f in fields(value))
     if isinstance(value, dict):
@@ -67,7 +69,8 @@ class ByteLRU:
             return item[0]
 
     def put(self, key: Hashable, value) -> None:
-        size = nbytes(value)
+        # Every entry counts at least a little, so entries holding no arrays stay bounded too.
+        size = max(nbytes(value), 1024)
         if size > self.max_bytes:
             return  # larger than the whole cache: serve it, do not keep it
         freeze_arrays(value)

@@ -9,20 +9,19 @@ modules that touch torch.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 
-from viz import attention_fn
+from viz import attention_fn, families
 from viz.models import LoadedModel, ModelError, load_model
 from viz.result import AttentionResult, LayerInternals, TokenSeq
 from viz.settings import SETTINGS
 
 MAX_NEW_TOKENS = 40          # greedy decoding bound when no target is given
-MAX_INPUT_CHARS = int(os.environ.get("VIZ_MAX_CHARS", "200000"))
+MAX_INPUT_CHARS = SETTINGS.max_chars
 
 # Several sessions pressing Run at once would each use every core and thrash;
 # at most VIZ_CONCURRENT_RUNS forward passes run together, the rest wait.
@@ -105,7 +104,7 @@ def _labels(tokenizer, tokens: list[str], special: np.ndarray) -> tuple[str, ...
         except Exception:  # noqa: BLE001 - some tokenizers cannot decode a lone piece
             s = tok
         s = s.strip(" ")
-        if tok.startswith("##"):
+        if tok.startswith(families.CONTINUATION_MARKER):
             s = tok  # keep BERT's continuation marker: it tells the reader the word was split
         if not s.strip():
             s = s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") or tok
@@ -125,7 +124,8 @@ def _word_ids(encoding, tokens: list[str], special: np.ndarray) -> np.ndarray:
             if sp:
                 raw.append(None)
             else:
-                if word < 0 or not tok.startswith("##") or tok.startswith(("Ġ", "▁")):
+                if word < 0 or not tok.startswith(families.CONTINUATION_MARKER) \
+                        or tok.startswith(families.SPACE_MARKERS):
                     word += 1
                 raw.append(word)
             seq.append(0)
@@ -183,7 +183,8 @@ def _target_seq(tokenizer, ids: list[int]) -> TokenSeq:
         if sp:
             word_ids.append(-1)
             continue
-        if word < 0 or tok.startswith(("Ġ", "▁")) or not (tok.startswith("##") or tok.endswith("@@")):
+        if word < 0 or tok.startswith(families.SPACE_MARKERS) or not (
+                tok.startswith(families.CONTINUATION_MARKER) or tok.endswith(families.BPE_CONTINUATION_SUFFIX)):
             word += 1
         word_ids.append(word)
     return TokenSeq(tokens=tuple(tokens), labels=_labels(tokenizer, tokens, special),
@@ -214,7 +215,38 @@ def _stack(attentions, what: str, n_expected: int) -> np.ndarray:
     return arr
 
 
+def _expected_sites(info) -> set[tuple[str, int]]:
+    """Every (kind, layer) a full recording of this model holds."""
+    if info.family == "encoder-decoder":
+        return {("encoder", i) for i in range(info.n_layers)} | {
+            (kind, i) for kind in ("decoder", "cross") for i in range(info.n_decoder_layers)}
+    kind = "encoder" if info.family == "encoder" else "decoder"
+    return {(kind, i) for i in range(info.n_layers)}
+
+
 def _internals(recorder, loaded: LoadedModel) -> dict:
+    """The recorded layers as LayerInternals, or InternalsUnavailable saying why some are not there.
+
+    Never a silently empty or partial answer: a layer whose recorded scores do not give back the
+    model's weights, or a wanted layer the forward pass did not record, is a clear error.
+    """
+    what = f"this {loaded.info.model_type} model"
+    if recorder.problems:
+        (kind, layer), problem = sorted(recorder.problems.items())[0]
+        raise InternalsUnavailable(f"The q, k, v and scores of {what} cannot be shown faithfully ({kind} layer "
+                                   f"{layer}: {problem}); only its attention weights can.")
+    expected = set(recorder.wanted) if recorder.wanted is not None else _expected_sites(loaded.info)
+    missing = sorted(expected - set(recorder.records))
+    if missing and not recorder.records and not set(missing) - _expected_sites(loaded.info):
+        # Nothing at all came through: the family computes attention in code we do not see.
+        loaded.internals_reason = (f"{loaded.info.model_type} models compute attention in their own code, "
+                                   f"so their q, k, v and scores cannot be recorded; only the attention "
+                                   f"weights can be shown")
+        loaded.recording_supported = False
+        raise InternalsUnavailable(loaded.internals_reason)
+    if missing:
+        kind, layer = missing[0]
+        raise InternalsUnavailable(f"No {kind} layer {layer} was recorded for {what}.")
     out = {}
     for (kind, layer), rec in recorder.records.items():
         out[(kind, layer)] = LayerInternals(kind=kind, layer=layer, hidden=recorder.hidden.get((kind, layer)),
@@ -244,11 +276,13 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
     if pair is not None and info.family != "encoder":
         pair = None  # pairs are an encoder (BERT-style) notion; decoders just read one text
     wanted = None if internals is True else (set(internals) if internals else None)
-    do_record = bool(internals) and loaded.recording_supported
+    if internals and not loaded.recording_supported:
+        raise InternalsUnavailable(loaded.internals_reason or UNRECORDABLE)
+    do_record = bool(internals)
 
     enc, dropped = _encode(loaded, text, pair)
     model_inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    if "token_type_ids" in model_inputs and info.model_type in ("roberta", "gpt2", "distilbert", "bart"):
+    if "token_type_ids" in model_inputs and families.family(info.model_type).drops_token_type_ids:
         model_inputs.pop("token_type_ids")
     source = _token_seq(loaded.tokenizer, enc)
     unk = getattr(loaded.tokenizer, "unk_token_id", None)
@@ -261,7 +295,7 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
     with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
         if info.family != "encoder-decoder":
             with attention_fn.recording(loaded.sites, wanted) if do_record else _null() as recorder:
-                out = loaded.model(**model_inputs, output_attentions=True)
+                out = loaded.model(**model_inputs, output_attentions=True, **_last_logits_only(loaded))
             pattern = _stack(getattr(out, "attentions", None), "self", info.n_layers)
             key = "encoder_attentions" if info.family == "encoder" else "decoder_attentions"
             seq_key = "encoder" if info.family == "encoder" else "decoder"
@@ -278,6 +312,14 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
         decoder_attentions=_stack(getattr(out, "decoder_attentions", None), "decoder", info.n_decoder_layers),
         cross_attentions=_stack(getattr(out, "cross_attentions", None), "cross", info.n_decoder_layers),
         internals=_internals(recorder, loaded) if recorder else {})
+
+
+def _last_logits_only(loaded: LoadedModel) -> dict:
+    """Decoders load with their LM head; a capture needs none of its (T, vocab) logits, so ask for one row."""
+    import inspect
+    if loaded.info.family == "decoder" and "logits_to_keep" in inspect.signature(loaded.model.forward).parameters:
+        return {"logits_to_keep": 1}
+    return {}
 
 
 class _null:
@@ -317,4 +359,34 @@ def run_bare_forward(loaded: LoadedModel, text: str) -> None:
         if loaded.info.family == "encoder-decoder":
             loaded.model(**inputs, decoder_input_ids=inputs["input_ids"][:, :1])
         else:
-            loaded.model(**inputs)
+            loaded.model(**inputs, **_last_logits_only(loaded))
+
+
+class InternalsUnavailable(ModelError):
+    """This model's attention internals (q, k, v, scores) cannot be recorded; the message says why."""
+
+
+UNRECORDABLE = "This model's attention internals cannot be recorded (only its weights)."
+
+
+def capture_layer(text: str, *, site: tuple[str, int], pair: str | None = None, target: str | None = None,
+                  model: str | LoadedModel | None = None, on_wait: Callable[[int], None] | None = None,
+                  on_start: Callable[[], None] | None = None) -> LayerInternals:
+    """The internals of one layer (``site`` = (kind, layer)) for ``text``, without a full capture.
+
+    Only that layer is recorded and the forward pass stops right after it, so the later layers
+    are not run and no attention of the other layers is kept (the pages that need one layer's
+    q/k/v/scores already hold the full result from :func:`capture`).
+    """
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    if not loaded.recording_supported:
+        raise InternalsUnavailable(loaded.internals_reason or UNRECORDABLE)
+    try:
+        with attention_fn.stop_after(tuple(site)):
+            result = capture(text, pair=pair, target=target, model=loaded, internals=[tuple(site)],
+                             on_wait=on_wait, on_start=on_start)
+    except attention_fn.SiteRecorded as done:
+        return _internals(done.recorder, loaded)[tuple(site)]
+    if tuple(site) not in result.internals:   # the pass ended without reaching that layer
+        raise InternalsUnavailable(f"No {site[0]} layer {site[1]} was recorded for this model.")
+    return result.internals[tuple(site)]

@@ -1,7 +1,7 @@
 """Measured cost of attention on this machine: full vs sliding-window attention in torch.
 
-A bounded micro-benchmark (benchmark-only module, so it may import torch):
-lengths grow by doubling and stop when the next one would not fit in the time
+A bounded micro-benchmark, part of the torch tier (pages reach it only through
+``viz.ui.compute``, which imports it when the measurement is shown): lengths grow by doubling and stop when the next one would not fit in the time
 budget (default 3 s in total, shown with the result).  Results are cached per
 process; a lock keeps two sessions from measuring at once (they would share
 the cores and measure each other).
@@ -95,16 +95,17 @@ def run(*, budget_s: float = DEFAULT_BUDGET_S, lengths=DEFAULT_LENGTHS, window: 
         repeats: int = 2, threads: int = 1) -> BenchResult:
     """Measure (cached per argument set).  Stops before a length whose predicted time exceeds the budget.
 
-    Runs on ``threads`` torch threads (restored afterwards) while holding the
-    capture module's run semaphore when there is one, so no forward pass of
-    another session shares the cores with the measurement or sees the changed
+    Runs on ``threads`` torch threads (restored afterwards) while holding one of the
+    capture module's forward-pass slots (:func:`viz.capture.run_slot`), so no forward
+    pass of another session shares the cores with the measurement or sees the changed
     thread count.
     """
+    from viz.capture import run_slot   # the torch tier's one semaphore around inference
     key = (budget_s, tuple(lengths), window, d_head, repeats, threads)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        with _exclusive():
+        with run_slot():
             before = torch.get_num_threads()
             torch.set_num_threads(max(1, threads))
             try:
@@ -113,14 +114,6 @@ def run(*, budget_s: float = DEFAULT_BUDGET_S, lengths=DEFAULT_LENGTHS, window: 
                 torch.set_num_threads(before)
         _CACHE[key] = result
         return result
-
-
-def _exclusive():
-    """The capture module's forward-pass semaphore (if loaded), else a no-op context."""
-    import contextlib
-    import sys
-    runs = getattr(sys.modules.get("viz.capture"), "_RUNS", None)
-    return runs if runs is not None else contextlib.nullcontext()
 
 
 def _measure(budget_s, lengths, window, d_head, repeats) -> BenchResult:

@@ -664,3 +664,64 @@ def cost_model(lengths=DEFAULT_LENGTHS, *, config: PatternConfig, d_head: int = 
             rows.append(CostRow(pattern=name, length=int(n), score_entries=e, flops=float(flops),
                                 memory_bytes=memory))
     return tuple(rows)
+
+
+# --------------------------------------------------------------------------- the lab's settings
+
+@dataclass(frozen=True)
+class Knob:
+    """One integer setting of the efficient-attention lab (a URL parameter of the page)."""
+
+    name: str
+    label: str
+    default: int
+    lo: int
+    hi: int
+    help: str
+
+    def clamp(self, value) -> int:
+        return min(self.hi, max(self.lo, int(value)))
+
+
+KNOBS = (
+    Knob("window", "Window w (each side)", 4, 0, 256, "Sliding window, dilated window, Longformer, BigBird"),
+    Knob("dilation", "Dilation d", 2, 1, 32, "Dilated window: every d-th key"),
+    Knob("block_size", "Block size", 8, 1, 512, "Block-local attention"),
+    Knob("random", "Random keys per query", 2, 0, 64, "BigBird"),
+    Knob("buckets", "LSH buckets", 8, 2, 64, "Reformer: buckets per hash round"),
+    Knob("hashes", "LSH rounds", 2, 1, 8, "Reformer: a key is visible if it shares a bucket in any round"),
+    Knob("rank", "Rank k", 8, 1, 256, "Linformer projection rows and the low-rank bound"),
+    Knob("seed", "Seed", 0, 0, 10_000, "Every random choice: BigBird keys, LSH rotations, projections"),
+)
+
+
+def global_positions(choice: str, tokens: TokenSeq) -> tuple[int, ...]:
+    """The lab's "global tokens" choice: special tokens, the first token only, or none."""
+    if choice == "none":
+        return ()
+    if choice == "first":
+        return (0,)
+    return default_globals(tokens)
+
+
+def pattern_config(knobs: dict, *, queries: TokenSeq, keys: TokenSeq) -> PatternConfig:
+    """The PatternConfig for the lab's settings (``knobs``: the KNOBS by name, plus ``globals``)."""
+    return PatternConfig(
+        window=knobs["window"], dilation=knobs["dilation"], block=knobs["block_size"], n_random=knobs["random"],
+        n_buckets=knobs["buckets"], n_hashes=knobs["hashes"], rank=knobs["rank"], seed=knobs["seed"],
+        global_queries=global_positions(knobs["globals"], queries),
+        global_keys=global_positions(knobs["globals"], keys))
+
+
+def as_percent(frame, columns):
+    """A copy of ``frame`` with the share ``columns`` times 100 (for percent columns)."""
+    frame = frame.copy()
+    for c in columns:
+        frame[c] = frame[c] * 100
+    return frame
+
+
+def methods_markdown() -> str:
+    """The table of methods: what each does, assumes, and when it breaks."""
+    return "\n".join(["| method | what it does | assumes | breaks when |", "|---|---|---|---|"]
+                     + [f"| **{m.title}** | {m.how} | {m.assumes} | {m.breaks} |" for m in METHODS])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from viz.flow import FLOW_MAX_TOKENS
+
 
 @dataclass(frozen=True)
 class Term:
@@ -66,19 +68,27 @@ _SQUARE = CORE_IDEAS[6][0]
 
 PAGE_TEXTS: dict[str, str] = {
     "home": (
+        "A Transformer turns each token into a vector, then in every layer each token builds a **query** and compares it with every token's **key** (a scaled dot product). A softmax turns those scores into weights that sum to 1: the **attention pattern**. Each layer has several **heads** that learn different relations. The views in this app show those weights, captured from the real model as it ran."
+        "\n\n"
         "You typed a text; the model split it into **tokens** (words or pieces of words, plus special tokens "
         "like [CLS] and [SEP]) and ran it through all its layers at once, keeping every attention weight.\n\n"
         + core_ideas_markdown(_QKV, _PARALLEL, _LENGTH)),
     "heatmap": (
+        'Each row is a **query** token and shows how it spreads its attention over the **key** tokens (columns); every row sums to 1. Darker means more weight. Hover or tap a cell (or focus the view and use the arrow keys) for the exact weight; **Zoom and pan** draws it as a zoomable chart.'
+        "\n\n"
         "One square per (query, key) pair: the row is the token that is **looking**, the column the token it "
         "looks **at**, and the colour is the softmax weight. Each row sums to 1. Pick *mean of all heads* to "
         "see the layer as a whole, or one head to see one learned relation.\n\n"
         + core_ideas_markdown(_QKV, _HEADS, _SQUARE)),
     "head_view": (
+        "Each line joins a **query** token (left) to a **key** token (right); its opacity is the attention weight and its colour the head. **Hover** a token (tap on touch screens) to see only its lines and, beside the other column, one small box per head whose strength is that head's weight. In the legend, **click** a head to hide or show it and **double-click** to show only that head. 'Hide below' removes faint lines; long inputs start with the faintest hidden so the view stays fast."
+        "\n\n"
         "Lines from each token on the left to the tokens it attends to on the right; thicker means more "
         "weight. Each colour is a head: several heads of one layer can be shown together to compare what "
         "they attend to.\n\n" + core_ideas_markdown(_HEADS, _PARALLEL, _WINDOW)),
     "model_view": (
+        'The grid shows the attention pattern of every head in every layer at once, shrunk to a thumbnail (each pixel is the mean weight of a block of query x key positions; query tokens run down, key tokens across). Diagonal stripes are heads that look at nearby tokens; vertical lines are heads that attend to one token (often [CLS], [SEP] or punctuation) from everywhere. Click a thumbnail, or pick a layer and head, to open it with token labels and exact weights on hover.'
+        "\n\n"
         "A thumbnail of every head in every layer (rows are layers, columns are heads). Look for families of "
         "patterns: diagonal stripes (previous or next token), vertical bars (everyone looks at [SEP] or a "
         "full stop), broad blurs (bag of words in the first layers).\n\n"
@@ -88,11 +98,44 @@ PAGE_TEXTS: dict[str, str] = {
         "(its largest weight), how much goes to special tokens, the previous or the next token. Heads close "
         "together in the similarity map attend in similar ways.\n\n" + core_ideas_markdown(_HEADS, _WINDOW)),
     "attention_flow": (
+        "**Raw attention** is the softmax weights of one layer (one head or the mean of heads). It says where "
+        "a head *looks*, not what reaches the output: it ignores the residual stream, the other layers and the "
+        "size of the vectors being mixed.\n\n"
+        "**Attention rollout** (Abnar and Zuidema 2020) adds the residual connection as 0.5·A + 0.5·I, "
+        "renormalises the rows and multiplies the layers together: rollout after layer l = Â_l · … · Â_0. "
+        "It claims to estimate how much each input token is mixed into each position. It assumes attention "
+        "is the only mixing and that heads combine linearly (it averages them), and ignores the feed-forward "
+        "layers and the value vectors, so it tends to blur toward uniform in deep layers.\n\n"
+        "**Attention flow** (same paper) treats the layers as a graph whose edges carry Â as capacity and "
+        "takes the maximum flow from an output position to each input token. It captures that information "
+        "can arrive by many paths, but it is a capacity bound, not what the network computes, and it is "
+        f"expensive (one max-flow per pair of tokens), hence the limit of {FLOW_MAX_TOKENS} tokens here.\n\n"
+        "**Norm-based attention** (Kobayashi et al. 2020) weighs each attention weight by the size of the "
+        "vector it moves, ‖α_ij · f(x_j)‖ with f the head's value and output projections, taken from the "
+        "model's real weights. It shows that heavily attended tokens ([CLS], [SEP], punctuation) often carry "
+        "small vectors. It is still one layer at a time and says nothing about the residual stream.\n\n"
+        "None of these is an explanation of the prediction: they are views of how the attention layers "
+        "route information, useful to compare, not proof of what the model relies on."
+        "\n\n"
         "Raw attention shows one layer. But a token's vector after layer 3 already mixes others, so what did "
         "the input tokens contribute overall? **Rollout** multiplies the layers' patterns (with the residual "
         "connection as 0.5·I); **flow** treats the layers as a network of pipes; **norm-based** weighs each "
         "weight by how large the value vector it carries is.\n\n" + core_ideas_markdown(_WINDOW, _PARALLEL)),
     "efficient_attention": (
+        "Full attention scores every query against every key: N² numbers per head and layer. Efficient "
+        "attention methods compute only some of them (a **mask**) or squeeze the keys into k rows "
+        "(**low rank**). Here each method is applied to the model's *real* pre-softmax scores for the chosen "
+        "head: the softmax is taken over the allowed keys only, so you see the attention that method would "
+        "produce on this text, without retraining.\n\n"
+        "- **kept mass**: share of the original attention that falls inside the mask (1 = nothing lost). "
+        "For a masked softmax the total-variation distance is exactly 1 − kept mass.\n"
+        "- **TV distance**: half the L1 distance between the original and the new row, averaged over queries.\n"
+        "- **output rel. error**: how far the head's output (attention-weighted sum of the values) moves.\n"
+        "- A query left with nothing to attend to (possible with LSH in cross attention) produces no output "
+        "and counts as fully lost.\n\n"
+        "The model was trained with full attention; models trained with these patterns adapt to them, so the "
+        "errors here show what a pattern assumes about attention, not how well a retrained model would do."
+        "\n\n"
         "Full attention costs n² per head. Efficient variants keep only part of the pattern: a sliding "
         "window, a few global tokens, random links, hashing buckets, or a low-rank projection. Here they are "
         "applied to this model's real scores, so you can see what each keeps and loses.\n\n"
@@ -118,9 +161,31 @@ GENERAL_TEXT = ("Each view shows the attention weights captured from the model a
                 + core_ideas_markdown(_QKV, _WINDOW))
 
 
-def for_page(url_path: str | None) -> str:
-    """The "What am I looking at?" text of a page (a general one for pages without their own)."""
-    return PAGE_TEXTS.get((url_path or "").strip("/") or "home", GENERAL_TEXT)
+# What a page's text adds when it shows a decoder's (causal) or cross attention.
+PAGE_NOTES: dict[str, dict[str, str]] = {
+    "heatmap": {"causal": "In a decoder a token cannot look ahead: the grey triangle is masked, not zero.",
+                "cross": "Cross-attention rows are decoder tokens, columns are encoder tokens."},
+    "head_view": {"causal": "In a decoder a token only attends to itself and earlier tokens.",
+                  "cross": "In cross-attention the left column is the decoder's tokens and the right the "
+                           "encoder's."},
+    "efficient_attention": {
+        "causal": "This is a decoder: every pattern is intersected with the causal mask.",
+        "cross": "Cross attention: queries are decoder tokens, keys encoder tokens; windows are centred on the "
+                 "proportional position and there is no causal mask."},
+}
+
+
+def for_page(url_path: str | None, *, kind: str | None = None, causal: bool = False) -> str:
+    """The "What am I looking at?" text of a page (a general one for pages without their own).
+
+    ``kind`` and ``causal`` describe the attention block the page shows, for the notes that
+    only hold for a decoder's or for cross attention.
+    """
+    page = (url_path or "").strip("/") or "home"
+    notes = PAGE_NOTES.get(page, {})
+    extra = [notes[name] for name, applies in (("causal", causal), ("cross", kind == "cross"))
+             if applies and name in notes]
+    return PAGE_TEXTS.get(page, GENERAL_TEXT) + ("\n\n" + " ".join(extra) if extra else "")
 
 
 GLOSSARY: tuple[Term, ...] = (

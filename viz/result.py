@@ -47,6 +47,43 @@ class ModelInfo:
     d_model: int
     max_length: int           # tokens the model accepts (after special-token reserve)
     n_decoder_layers: int = 0  # encoder-decoder only
+    # Key/value heads per layer: fewer than n_heads under grouped-query attention
+    # (Llama, Qwen, SmolLM...); 0 when built by hand means "one per query head".
+    n_kv_heads: int = 0
+
+    def __post_init__(self):
+        if not self.n_kv_heads:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+
+    @property
+    def kv_head(self) -> np.ndarray:
+        """(n_heads,) int: the key/value head each query head reads."""
+        return kv_heads(self.n_heads, self.n_kv_heads)
+
+
+def kv_heads(n_heads: int, n_kv_heads: int | None = None) -> np.ndarray:
+    """(n_heads,) int64: query head h reads key/value head h // (n_heads // n_kv_heads).
+
+    transformers' eager attention repeats each KV head n_heads // n_kv_heads times
+    (``repeat_kv``), so consecutive query heads share one; ``arange(n_heads)`` without GQA.
+    """
+    n_kv = n_kv_heads or n_heads
+    if n_kv <= 0 or n_heads % n_kv:
+        raise ValueError(f"{n_heads} query heads cannot share {n_kv} key/value heads evenly")
+    return np.arange(n_heads, dtype=np.int64) // (n_heads // n_kv)
+
+
+def has_gqa(kv_head: np.ndarray) -> bool:
+    """True when some query heads share a key/value head."""
+    kv_head = np.asarray(kv_head)
+    return len(np.unique(kv_head)) < len(kv_head)
+
+
+def head_label(head: int, kv_head: np.ndarray | None = None) -> str:
+    """"head 4 · KV 1" under grouped-query attention, plain "head 4" otherwise (0-based)."""
+    if kv_head is None or not has_gqa(kv_head):
+        return f"head {int(head)}"
+    return f"head {int(head)} · KV {int(np.asarray(kv_head)[int(head)])}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +95,11 @@ class Block:
     queries: TokenSeq
     keys: TokenSeq
     causal: bool              # True when key_pos > query_pos is masked out
+    kv_head: np.ndarray | None = None  # (n_heads,) int, the KV head each query head reads
+
+    def __post_init__(self):
+        if self.kv_head is None:
+            object.__setattr__(self, "kv_head", np.arange(self.pattern.shape[1], dtype=np.int64))
 
     @property
     def n_layers(self) -> int:
@@ -81,12 +123,14 @@ class LayerInternals:
     query: np.ndarray         # (n_heads, T_q, d_head), after any rotary embedding
     key: np.ndarray           # (n_heads, T_k, d_head)
     value: np.ndarray         # (n_heads, T_k, d_head)
-    scores: np.ndarray        # (n_heads, T_q, T_k) pre-softmax: scaling * q.k (+ position bias), unmasked
+    scores: np.ndarray        # (n_heads, T_q, T_k) pre-softmax: scaling * q.k (+ position bias, softcap), unmasked
     mask: np.ndarray          # (T_q, T_k) bool, True where attention is allowed
     scaling: float            # the factor applied to q.k, usually 1/sqrt(d_head)
     pattern: np.ndarray       # (n_heads, T_q, T_k) the weights the model returned
     head_output: np.ndarray   # (n_heads, T_q, d_head) sum_j pattern[h, i, j] * value[h, j]
     value_out: np.ndarray | None = None  # (n_heads, T_k, d_model) f(x_j) = v_j W_O^h (Kobayashi et al.)
+    # Gemma-2's attention softcap: scores = softcap * tanh(scaling * q.k / softcap); None elsewhere.
+    softcap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,11 +172,20 @@ class AttentionResult:
         if kind not in self.kinds:
             raise ValueError(f"{self.family} models have no {kind} attention "
                              f"(choose from {', '.join(self.kinds)})")
+        kv = self.kv_head
+        pattern = {ENCODER: self.encoder_attentions, DECODER: self.decoder_attentions}.get(kind, self.cross_attentions)
+        if pattern is not None and len(kv) != pattern.shape[1]:
+            kv = None   # hand-built results whose ModelInfo does not describe the arrays
         if kind == ENCODER:
-            return Block(ENCODER, self.encoder_attentions, self.encoder, self.encoder, False)
+            return Block(ENCODER, self.encoder_attentions, self.encoder, self.encoder, False, kv)
         if kind == DECODER:
-            return Block(DECODER, self.decoder_attentions, self.decoder, self.decoder, True)
-        return Block(CROSS, self.cross_attentions, self.decoder, self.encoder, False)
+            return Block(DECODER, self.decoder_attentions, self.decoder, self.decoder, True, kv)
+        return Block(CROSS, self.cross_attentions, self.decoder, self.encoder, False, kv)
+
+    @property
+    def kv_head(self) -> np.ndarray:
+        """(n_heads,) int: the key/value head each query head reads (arange without GQA)."""
+        return self.model.kv_head
 
     @property
     def tokens(self) -> TokenSeq:
@@ -143,3 +196,130 @@ class AttentionResult:
     def attentions(self) -> np.ndarray:
         """The main block's pattern, (n_layers, n_heads, T, T)."""
         return self.block().pattern
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A prompt, the tokens a decoder generated after it, and what it attended to and expected at each step.
+
+    ``attention`` holds the whole finished sequence (prompt + generated) from one forward pass:
+    under the causal mask its rows are the rows the model computed step by step with its KV cache.
+    Step ``t`` (0-based) produced token ``n_prompt + t``; its query was the token before it,
+    at ``query_pos(t) = n_prompt - 1 + t``, and ``top_ids[t]`` / ``top_probs[t]`` are the model's
+    top-k next tokens there (softmax of the raw logits at temperature 1, whatever sampling chose).
+    """
+
+    attention: AttentionResult       # decoder block over prompt + generated, (L, H, T, T)
+    n_prompt: int                    # prompt tokens (chat template included)
+    step_ids: np.ndarray             # (n_steps,) int64, the generated token ids
+    step_probs: np.ndarray           # (n_steps,) float32, p of the generated token at temperature 1
+    top_ids: np.ndarray              # (n_steps, K) int64, most probable first
+    top_probs: np.ndarray            # (n_steps, K) float32
+    top_tokens: tuple[tuple[str, ...], ...]   # (n_steps, K) raw tokenizer tokens of top_ids
+    top_labels: tuple[tuple[str, ...], ...]   # (n_steps, K) readable labels of top_ids
+    forced: np.ndarray               # (n_steps,) bool, True where a branch forced the token
+    template: np.ndarray             # (T,) bool, tokens the chat template added (also marked special)
+    completion: str                  # the generated tokens decoded to text (special tokens skipped)
+    chat: bool = False
+    sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    max_new_tokens: int = 20
+    stop: str = "length"             # "eos" (end-of-sequence token), "length" (max_new_tokens), "limit" (model's)
+    truncated: int = 0               # prompt tokens dropped to fit the model's limit
+    notice: str = ""                 # one line for the person (what was cut), empty when nothing was
+
+    @property
+    def n_steps(self) -> int:
+        return int(len(self.step_ids))
+
+    @property
+    def tokens(self) -> TokenSeq:
+        """Prompt and generated tokens, template included."""
+        return self.attention.decoder
+
+    @property
+    def attentions(self) -> np.ndarray:
+        """(n_layers, n_heads, T, T) over the whole sequence."""
+        return self.attention.decoder_attentions
+
+    @property
+    def kv_head(self) -> np.ndarray:
+        return self.attention.kv_head
+
+    @property
+    def prompt(self) -> str:
+        return self.attention.text
+
+    def query_pos(self, step: int) -> int:
+        """The row whose output chose the token of ``step``: the token just before it."""
+        if not 0 <= step < self.n_steps:
+            raise IndexError(f"step {step} is out of range (0..{self.n_steps - 1})")
+        return self.n_prompt - 1 + int(step)
+
+    def step_attention(self, step: int) -> np.ndarray:
+        """(n_layers, n_heads, n_prompt + step): the weights the query of ``step`` put on every earlier token."""
+        row = self.query_pos(step)
+        return self.attentions[:, :, row, : row + 1]
+
+    def branch(self, step: int, token_id: int) -> dict[int, int]:
+        """The ``forced`` argument of :func:`viz.generation.generate` that keeps steps before ``step``
+        as they are and takes ``token_id`` at ``step``."""
+        if not 0 <= step < self.n_steps:
+            raise IndexError(f"step {step} is out of range (0..{self.n_steps - 1})")
+        forced = {t: int(i) for t, i in enumerate(self.step_ids[:step])}
+        forced[int(step)] = int(token_id)
+        return forced
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What a decoder expected next at every position of a text.
+
+    Row ``i`` is the distribution the model gave after reading tokens ``0..i``, i.e. its
+    prediction for token ``i + 1``; the last row has no actual next token.
+    """
+
+    model: ModelInfo
+    text: str
+    tokens: TokenSeq
+    top_ids: np.ndarray              # (T, K) int64, most probable first
+    top_probs: np.ndarray            # (T, K) float32, softmax of the logits
+    top_tokens: tuple[tuple[str, ...], ...]   # (T, K) raw tokenizer tokens
+    top_labels: tuple[tuple[str, ...], ...]   # (T, K) readable labels
+    next_ids: np.ndarray             # (T,) int64, the actual next token id, -1 on the last row
+    p_next: np.ndarray               # (T,) float32, its probability, nan on the last row
+    rank_next: np.ndarray            # (T,) int64, its 1-based rank (1 = the model's top choice), 0 on the last row
+    truncated: int = 0
+
+    @property
+    def surprisal(self) -> np.ndarray:
+        """(T,) float32 bits: -log2 p_next (nan on the last row)."""
+        with np.errstate(divide="ignore"):
+            return (-np.log2(self.p_next)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    """The logit lens at one position: what the residual stream after each block would predict.
+
+    Row ``layer`` applies the model's final norm and unembedding to the residual stream after
+    block ``layer`` (0-based); the last row is the model's own output distribution.
+    """
+
+    model: ModelInfo
+    text: str
+    tokens: TokenSeq
+    position: int                    # the query position read (0-based)
+    top_ids: np.ndarray              # (n_layers, K) int64, most probable first
+    top_probs: np.ndarray            # (n_layers, K) float32
+    top_tokens: tuple[tuple[str, ...], ...]   # (n_layers, K)
+    top_labels: tuple[tuple[str, ...], ...]   # (n_layers, K)
+    next_id: int = -1                # the actual next token at position + 1, -1 at the last position
+    next_probs: np.ndarray | None = None   # (n_layers,) float32, its probability per layer (nan without one)
+    truncated: int = 0
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.top_ids.shape[0])

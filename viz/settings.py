@@ -1,20 +1,31 @@
-"""Run-time settings read from the environment (one place, documented in the README).
+"""Run-time settings: every environment variable the app reads is read here (documented in the README).
 
 VIZ_SERVER_MODE=1      classroom server: only the embedded model and VIZ_ALLOWED_MODELS,
                        no free model field, smaller caps.
 VIZ_ALLOWED_MODELS     comma-separated hub ids / local folders students may pick (server mode).
 VIZ_MAX_TOKENS         tokens per input the app accepts (default 512).
+VIZ_MAX_CHARS          characters per input kept before tokenizing; the rest is cut (default 200000).
 VIZ_CACHE_MB           memory for cached results shared by all sessions (default 1024).
 VIZ_CONCURRENT_RUNS    forward passes allowed at once; the rest wait (default 1).
 VIZ_TORCH_THREADS      torch threads per forward pass (default: torch's choice; 1 in server mode on a
                        machine of up to 4 cores, else half the cores, so Streamlit keeps a core).
 VIZ_RUN_WAIT_S         longest a run waits for a free slot before a "server busy" message (default 300).
 VIZ_UPLOAD_MAX_LINES   texts per corpus upload (default 500; 200 in server mode).
+VIZ_MAX_CORPUS_TEXTS   texts read from a corpus file (CLI `stats --corpus`, default 1000).
+VIZ_MAX_CORPUS_BYTES   largest corpus file read (default 5 MiB).
+VIZ_CACHE_DIR          where the embedded models are unpacked once
+                       (default $XDG_CACHE_HOME/attention-explorer, else ~/.cache/attention-explorer).
+HF_HUB_OFFLINE=1       never contact the Hugging Face hub (also read by huggingface_hub itself).
+BROWSER_PATH           the Chrome/Chromium kaleido uses for SVG export (default: found on the PATH).
+
+:data:`SETTINGS` is read once, at import.  The last three are read by the functions below each time
+they are asked, because tests and launch scripts set them after import.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def _flag(name: str) -> bool:
@@ -31,6 +42,9 @@ class Settings:
     concurrent_runs: int = 1
     torch_threads: int | None = None   # None: leave torch's default
     run_wait_s: float = 300.0
+    max_chars: int = 200_000
+    corpus_max_texts: int = 1000
+    corpus_max_bytes: int = 5 * 1024 * 1024
 
 
 def load() -> Settings:
@@ -45,6 +59,9 @@ def load() -> Settings:
         concurrent_runs=max(1, int(os.environ.get("VIZ_CONCURRENT_RUNS", "1"))),
         torch_threads=_torch_threads(server),
         run_wait_s=float(os.environ.get("VIZ_RUN_WAIT_S", "300")),
+        max_chars=int(os.environ.get("VIZ_MAX_CHARS", "200000")),
+        corpus_max_texts=int(os.environ.get("VIZ_MAX_CORPUS_TEXTS", "1000")),
+        corpus_max_bytes=int(os.environ.get("VIZ_MAX_CORPUS_BYTES", str(5 * 1024 * 1024))),
     )
 
 
@@ -57,6 +74,23 @@ def _torch_threads(server: bool) -> int | None:
         return None
     cores = os.cpu_count() or 1
     return 1 if cores <= 4 else cores // 2
+
+
+def cache_dir() -> Path:
+    """Where the embedded models are unpacked once (VIZ_CACHE_DIR, else the XDG cache)."""
+    base = os.environ.get("VIZ_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "attention-explorer")
+    return Path(base)
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE set: never try to reach the hub."""
+    return _flag("HF_HUB_OFFLINE")
+
+
+def browser_path() -> str | None:
+    """BROWSER_PATH, the browser kaleido is told to use for static export, if set."""
+    return os.environ.get("BROWSER_PATH") or None
 
 
 SETTINGS = load()

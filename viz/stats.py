@@ -16,7 +16,9 @@ query rows unless stated:
 * ``prev_share``: ``A[i, i-1]`` over ``i >= 1``;
 * ``next_share``: ``A[i, i+1]`` over ``i <= T-2``;
 * ``mean_distance``: ``sum_j A[i, j] * |i - j|``;
-* ``confidence``: ``max_j A[i, j]`` (Voita et al. 2019).
+* ``confidence``: ``max_j A[i, j]`` (Voita et al. 2019);
+* ``first_token_share``: ``A[i, 0]`` over ``i >= 1`` (query 0 can only look at itself): the
+  weight parked on the first token, an attention sink (Xiao et al. 2023).
 
 Similarity: Jensen-Shannon distance between two heads' rows, averaged over
 query rows (Clark et al. 2019), embedded in 2-D with metric MDS.
@@ -24,7 +26,8 @@ query rows (Clark et al. 2019), embedded in 2-D with metric MDS.
 Detectors: previous-token, duplicate-token and induction scores (Olsson et al.
 2022, prefix matching on a repeated random token sequence) for causal blocks;
 positional and special-token scores (Voita et al. 2019, Clark et al. 2019) for
-bidirectional blocks.
+bidirectional blocks.  Causal blocks also get ``sink`` (the first-token share) and
+:func:`sink_heads` flags a head as a sink head when it is at least :data:`SINK_THRESHOLD`.
 """
 from __future__ import annotations
 
@@ -40,11 +43,12 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import entr
 from sklearn.manifold import MDS
 
+from viz import families
 from viz.result import Block, TokenSeq
 
 METRICS: tuple[str, ...] = (
     "entropy", "special_share", "punct_share", "self_share",
-    "prev_share", "next_share", "mean_distance", "confidence",
+    "prev_share", "next_share", "mean_distance", "confidence", "first_token_share",
 )
 
 # One plain sentence per metric, shown on the page next to its heatmap.
@@ -63,11 +67,20 @@ METRIC_EXPLANATIONS: dict[str, str] = {
     "mean_distance": "How many positions away, on average, the attended tokens are.",
     "confidence": "The weight of the single most-attended token, averaged over tokens "
                   "(Voita et al. 2019): near 1 means the head is sure where to look.",
+    "first_token_share": "The share of attention that goes to the very first token (from the second "
+                         "token on). Many LLM heads park most of their weight there whatever the token "
+                         "is, an attention sink (Xiao et al. 2023): it is a resting place, not meaning.",
 }
 
 DETECTORS: tuple[str, ...] = (
-    "previous_token", "duplicate_token", "induction", "positional", "special",
+    "previous_token", "duplicate_token", "induction", "sink", "positional", "special",
 )
+
+# A head is a sink head when, on average, at least half of each query's weight (queries from
+# the second on) lands on the first token.  Uniform causal attention over T tokens gives
+# mean over i >= 1 of 1/(i+1), about 0.16 at T = 16 and 0.06 at T = 64, so half is far above chance for
+# any text of more than a few tokens, and well below what real sink heads show (0.8-1.0).
+SINK_THRESHOLD = 0.5
 
 DETECTOR_EXPLANATIONS: dict[str, str] = {
     "previous_token": "Average weight on the token just before the query. Previous-token "
@@ -83,10 +96,13 @@ DETECTOR_EXPLANATIONS: dict[str, str] = {
                   "positional_offset says which.",
     "special": "Average weight that ordinary tokens put on special tokens; heads that "
                "park their attention on [CLS]/[SEP] score high (Clark et al. 2019).",
+    "sink": "Average weight on the first token, from the second query on (first_token_share). "
+            f"Heads at {SINK_THRESHOLD} or more are sink heads (Xiao et al. 2023): they park "
+            "their attention on the first token whatever it is; it is not a sign of meaning.",
 }
 
 # Sentencepiece / byte-level BPE / WordPiece markers that are not part of the text.
-_TOKEN_MARKERS = ("##", "Ġ", "▁", "Ċ", "</w>")
+_TOKEN_MARKERS = families.TOKEN_MARKERS
 
 
 def is_punctuation(token: str) -> bool:
@@ -157,6 +173,20 @@ def head_metrics(data: Block | np.ndarray, *, special=None, punct=None) -> pd.Da
     position ``j`` are compared directly for self/prev/next/mean_distance, so
     for cross attention those read as "same index in the other stream".
     """
+    values = metric_values(data, special=special, punct=punct)
+    n_layers, n_heads = values[METRICS[0]].shape
+    # One constructor call, not a column at a time: pandas' per-column insert costs more
+    # than the metrics themselves.
+    layer, head = np.divmod(np.arange(n_layers * n_heads), n_heads)
+    return pd.DataFrame({"layer": layer, "head": head,
+                         **{name: values[name].reshape(-1) for name in METRICS}})
+
+
+def metric_values(data: Block | np.ndarray, *, special=None, punct=None) -> dict[str, np.ndarray]:
+    """:func:`head_metrics` as plain arrays: metric name -> (n_layers, n_heads) float64.
+
+    No pandas: corpus runs (:mod:`viz.batch`) call this once per text.
+    """
     pattern = _as_pattern(data)                     # (L, H, Tq, Tk)
     n_layers, n_heads, _, n_k = pattern.shape
     if isinstance(data, Block):
@@ -185,11 +215,23 @@ def head_metrics(data: Block | np.ndarray, *, special=None, punct=None) -> pd.Da
         "next_share": _diagonal_mean(pattern, +1),
         "mean_distance": (pattern * distance).sum(axis=-1).mean(axis=-1),
         "confidence": pattern.max(axis=-1).mean(axis=-1),
+        "first_token_share": first_token_share(pattern),
     }
-    frame = _index_frame(n_layers, n_heads)
-    for name in METRICS:
-        frame[name] = values[name].reshape(-1)
-    return frame
+    return {name: values[name] for name in METRICS}
+
+
+def first_token_share(data: Block | np.ndarray) -> np.ndarray:
+    """Mean over query positions i >= 1 of A[i, 0] -> (n_layers, n_heads); NaN with one query."""
+    pattern = _as_pattern(data)
+    if pattern.shape[2] < 2:
+        return np.full(pattern.shape[:2], np.nan)
+    return pattern[:, :, 1:, 0].mean(axis=-1)
+
+
+def sink_heads(data: Block | np.ndarray, *, threshold: float = SINK_THRESHOLD) -> np.ndarray:
+    """(n_layers, n_heads) bool: heads whose first-token share is at least ``threshold``."""
+    share = first_token_share(data)
+    return np.nan_to_num(share, nan=0.0) >= threshold
 
 
 def metric_grid(frame: pd.DataFrame, metric: str) -> np.ndarray:
@@ -348,7 +390,7 @@ def word_tokens(vocab: Mapping[str, int] | Iterable[str], *, min_chars: int = 3)
     byte-level BPE / sentencepiece only word-start pieces (``Ġx``, ``▁x``) count.
     """
     entries = list(vocab.keys() if isinstance(vocab, Mapping) else vocab)
-    marked = {e for e in entries if e[:1] in ("Ġ", "▁")}
+    marked = {e for e in entries if e.startswith(families.SPACE_MARKERS)}
     words = set()
     for entry in entries:
         if marked and entry not in marked:
@@ -511,9 +553,10 @@ def detect_heads(data: Block | np.ndarray, token_ids=None, *, special=None,
                  causal: bool | None = None) -> pd.DataFrame:
     """Detector scores per (layer, head).
 
-    Causal (decoder) blocks get ``previous_token``, ``duplicate_token`` and
+    Causal (decoder) blocks get ``previous_token``, ``duplicate_token``,
     ``induction`` (feed them the repeated random sequence for the Olsson
-    induction score); bidirectional (encoder) blocks get ``positional``,
+    induction score) and ``sink`` (first-token share; a sink head when at least
+    :data:`SINK_THRESHOLD`); bidirectional (encoder) blocks get ``positional``,
     ``positional_offset`` and ``special``.  ``causal`` defaults to the block's.
     """
     pattern = _as_pattern(data)
@@ -527,6 +570,7 @@ def detect_heads(data: Block | np.ndarray, token_ids=None, *, special=None,
         frame["previous_token"] = previous_token_scores(pattern).reshape(-1)
         frame["duplicate_token"] = duplicate_token_scores(pattern, ids, special=flags).reshape(-1)
         frame["induction"] = induction_scores(pattern, ids, special=flags).reshape(-1)
+        frame["sink"] = first_token_share(pattern).reshape(-1)
     else:
         score, offset = positional_scores(data, special=special)
         frame["positional"] = score.reshape(-1)
