@@ -12,6 +12,7 @@ PAGES = [
     st.Page("pages/model_view.py", title="Model view", icon=":material/apps:", url_path="model_view"),
     st.Page("pages/generate.py", title="Generate", icon=":material/edit_note:", url_path="generate"),
     st.Page("pages/predictions.py", title="Predictions", icon=":material/insights:", url_path="predictions"),
+    st.Page("pages/ablation.py", title="Ablation", icon=":material/block:", url_path="ablation"),
     st.Page("pages/compare_heads.py", title="Compare heads", icon=":material/compare:", url_path="compare_heads"),
     st.Page("pages/attention_flow.py", title="Attention flow", icon=":material/water:", url_path="attention_flow"),
     st.Page("pages/efficient_attention.py", title="Efficient attention", icon=":material/content_cut:", url_path="efficient_attention"),

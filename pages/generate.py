@@ -1,8 +1,9 @@
 """Generate: a decoder continues the prompt token by token; scrub the steps, see what it attended to and
 what else it could have said, and branch on an alternative."""
+import numpy as np
 import streamlit as st
 
-from viz import ui
+from viz import aggregate, ui
 from viz.figures.generation import step_grid_figure, topk_figure
 from viz.views.token_text import token_text
 
@@ -30,8 +31,11 @@ step = ui.pick("step", st.select_slider, "Step", list(range(n_steps)), convert=i
 query = generated.n_prompt - 1 + step          # the position whose output was this step's token
 new_pos = generated.n_prompt + step
 layer, head = ui.pick_layer_head(block, allow_mean=True)
-row = block.pattern[layer, :, query, : query + 1].mean(axis=0) if head is None else block.pattern[layer, head,
-                                                                                                  query, : query + 1]
+hide_first = ui.flag_toggle("nofirst", "Hide the first token", "Most heads park much of their weight on the "
+                            "first token (an attention sink): hide it and renormalise the rest.")
+rows = block.pattern[:, :, query, : query + 1]                                   # (L, H, query + 1)
+rows = aggregate.hide_first_key(rows) if hide_first else rows
+row = np.nanmean(rows[layer], axis=0) if head is None else rows[layer, head]
 which = "mean of heads" if head is None else ui.head_label(head, block.kv_head)
 tips = [f"{labels[j]}\nweight {row[j]:.4f}" for j in range(query + 1)]
 ui.show_view(token_text(labels[: new_pos + 1], [*row, float("nan")], tips=[*tips, "the token this step chose"],
@@ -52,7 +56,7 @@ with right:
                + (" This token was forced by a branch." if generated.forced[step] else ""))
     ui.branch_buttons(settings, step, generated)
 with left:
-    ui.show_figure(step_grid_figure(block.pattern[:, :, query, : query + 1], labels[: query + 1],
+    ui.show_figure(step_grid_figure(rows, labels[: query + 1],
                                     kv_head=block.kv_head, selected=None if head is None else (layer, head),
                                     title=f"Step {step + 1}: every layer and head"),
                    name=f"generation_grid_step{step + 1}", key="gen_grid")

@@ -29,7 +29,7 @@ with c2:
 try:
     view = head_view.build_head_view(
         block, layers=layer, pair=pair, heads=None if head is None else [head], top_mass=MASSES[mass],
-        title=f"{ui.KIND_LABELS[kind]} · layer {layer}")
+        title=f"{ui.KIND_LABELS[kind]} · layer {layer}", theme=ui.theme())
 except ValueError as exc:
     st.warning(str(exc))
     st.stop()

@@ -30,7 +30,8 @@ if zoom:
 else:
     # The canvas heatmap spares each new tab plotly's 4.7 MB bundle.
     view = heatmap_view.build_heatmap(pattern, q_labels, k_labels, causal=block.causal, title=title,
-                                      font_px=ui.figure_font_px(), file_name=export.safe_name(name))
+                                      font_px=ui.figure_font_px(), file_name=export.safe_name(name),
+                                      theme=ui.theme())
     ui.show_view(view.fragment)
     # Built on click, from the shown matrix only (ui.figure_later says why).
     ui.svg_button(ui.figure_later(heatmap_figure, pattern, q_labels, k_labels, causal=block.causal,

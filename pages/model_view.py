@@ -30,7 +30,7 @@ with mosaic_slot:
     # gamma 0.5 (a square-root scale): a few strong weights (often on [CLS]/[SEP]) would
     # otherwise leave the rest of each thumbnail white.
     fig = model_view_figure(block, normalize="head" if scale == "each head" else "global",
-                            gamma=0.5, selected=None if head is None else (layer, head))
+                            gamma=0.5, selected=None if head is None else (layer, head), theme=ui.theme())
     st.caption("Rows are layers, columns are heads (square-root colour scale). "
                "Click a thumbnail to open it below.")
     ui.show_figure(fig, name=f"model_view_{kind}", key=MOSAIC_KEY, on_select=_open_clicked,

@@ -33,8 +33,32 @@ CASES = [("encoder", None, "right"), ("decoder", None, "right"), ("decoder", Non
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models):
-    return {family: load_model(path) for family, path in tiny_models.items()}
+def models(tiny_models, tmp_path_factory):
+    loaded = {family: load_model(path) for family, path in tiny_models.items()}
+    loaded["llama"] = load_model(_gqa_decoder(tmp_path_factory.mktemp("gqa")))
+    return loaded
+
+
+def _gqa_decoder(root: Path) -> str:
+    """tests/tiny_models.py's Llama (4 query heads on 2 KV heads) at the usual init scale.
+
+    The shared one is initialised wide (0.3, for stable greedy choices), which amplifies float32
+    rounding: there a batch of two copies of one text, no padding at all, already moves a weight
+    by 1.5e-6 (BLAS sums in another order).  At the usual 0.02, as in real checkpoints (the
+    embedded LLM agrees to ~2e-7, benchmarks/corpus.py), what the test sees is padding, not rounding.
+    """
+    import tiny_models as builder
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    tok = builder._bpe_tokenizer()
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False))
+    model.save_pretrained(root)
+    tok.save_pretrained(root)
+    return str(root)
 
 
 def _values(block):
@@ -66,13 +90,13 @@ def test_batch_gives_each_text_its_own_attention(models, family, kind, side):
         assert block.pattern.shape == alone.pattern.shape
         assert block.queries.tokens == alone.queries.tokens and block.keys.tokens == alone.keys.tokens
         np.testing.assert_array_equal(block.keys.special, alone.keys.special)
-        # Weights to float32 noise: the softmax sums run over a longer (padded) row in another
-        # order, and the tiny Llama's large weights (init 0.3) amplify that to ~1e-6 a weight.
-        np.testing.assert_allclose(block.pattern, alone.pattern, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(block.pattern, alone.pattern, atol=1e-6, rtol=0)
         np.testing.assert_allclose(block.pattern.sum(-1), 1.0, atol=1e-5)    # no weight left on padding
         got, want = _values(block), _values(alone)
         assert np.array_equal(np.isnan(got), np.isnan(want))
-        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, equal_nan=True)
+        # 1e-6, relative for the metrics that are not shares: mean_distance reaches ~20 positions,
+        # where float32 weights (7 significant digits) leave ~1e-6 absolute.
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-6, equal_nan=True)
 
 
 def test_padding_would_change_the_numbers_if_it_were_counted(models):
@@ -103,7 +127,7 @@ def test_corpus_means_match_one_at_a_time(models, family, kind, side):
     assert list(got.table.columns) == list(alone.table.columns) == ["layer", "head", *stats.METRICS, "n_texts"]
     assert (got.table["n_texts"] == len(TEXTS) - 1).all()
     np.testing.assert_allclose(got.table[list(stats.METRICS)].to_numpy(), alone.table[list(stats.METRICS)].to_numpy(),
-                               atol=1e-6, rtol=0, equal_nan=True)
+                               atol=1e-6, rtol=1e-6, equal_nan=True)
     assert seen[-1].done == len(TEXTS) and seen[-1].total == len(TEXTS)
     assert [p.done for p in seen] == sorted(p.done for p in seen) and len(seen) >= 3    # one per batch
 
@@ -341,6 +365,21 @@ def test_cli_resume_and_one_line_errors(tiny_models, tmp_path, capsys):
         assert code == 2 and message in err and "Traceback" not in err, err
 
 
+def test_cli_corpus_with_detectors(tiny_models, tmp_path, capsys):
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(TEXTS[:8]), encoding="utf-8")
+    out = tmp_path / "d.csv"
+    assert cli_main("stats", "--corpus", path, "--model", tiny_models["decoder"], "--detectors", "--out", out) == 0
+    table = pd.read_csv(out)
+    assert {"previous_token", "duplicate_token", "induction", "sink"} <= set(table.columns)
+    assert (table["n_texts"] == 8).all() and len(table) == 2 * 4
+    capsys.readouterr()
+    missing = tmp_path / "e.csv"
+    assert cli_main("stats", "--corpus", path, "--model", tiny_models["encoder"], "--detectors", "--out", missing) == 2
+    assert "needs --text" in capsys.readouterr().err
+    assert not missing.exists() and not Path(f"{missing}.partial.json").exists()
+
+
 # ------------------------------------------------------------------ Ray
 
 def _independent_mean(model_dir: str, texts: list[str]) -> pd.DataFrame:
@@ -378,7 +417,7 @@ def test_ray_engine_matches_local_and_an_independent_computation(tiny_models, tm
                             "--out", str(out[engine])] if engine == "ray" else
                            [sys.executable, "-m", "viz", "stats", "--corpus", str(path), "--model",
                             tiny_models["encoder"], "--batch-size", "2", "--out", str(out[engine])],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert p.returncode == 0, p.stderr
         assert "30 / 30 texts" in p.stderr
     ray_table, local_table = pd.read_csv(out["ray"]), pd.read_csv(out["local"])

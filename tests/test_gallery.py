@@ -49,9 +49,9 @@ def test_llm_presets_show_what_they_say_on_the_embedded_llm(embedded_llm):
     from viz import stats
     from viz.models import EMBEDDED_LLM
     llm = [p for p in gallery.PRESETS if p.family == "decoder"]
-    assert {p.key for p in llm} == {"llm_induction", "llm_sink", "llm_coreference"}
+    assert {p.key for p in llm} == {"llm_induction", "llm_sink", "llm_coreference", "llm_knockout"}
     assert all(p.model == EMBEDDED_LLM for p in llm)
-    head = {p.key: (int(p.picks()["layer"]), int(p.picks()["head"])) for p in llm}
+    head = {p.key: (int(p.picks()["layer"]), int(p.picks()["head"])) for p in llm if "layer" in p.picks()}
 
     induction = capture(gallery.BY_KEY["llm_induction"].text, model=embedded_llm).block()
     scores = stats.detect_heads(induction).set_index(["layer", "head"])
@@ -69,6 +69,14 @@ def test_llm_presets_show_what_they_say_on_the_embedded_llm(embedded_llm):
     row = block.pattern[layer, h, it]
     assert row[animal] > 0.6 and row[street] < 0.05 and row[0] < 0.15
     assert embedded_llm.info.kv_head[h] == 2
+
+    # knocking the induction heads out stops the copying in the third copy
+    from viz.ablation import decoder_effect
+    from viz.ablation_result import parse_heads
+    knockout = gallery.BY_KEY["llm_knockout"]
+    effect = decoder_effect(knockout.text, parse_heads(dict(knockout.params)["ablate"]), model=embedded_llm)
+    third = slice(2 * len(effect.tokens) // 3 + 1, len(effect.tokens) - 1)
+    assert np.nanmean(effect.p_next_before[third]) > 0.5 > 0.15 > np.nanmean(effect.p_next_after[third])
 
 
 def test_translation_preset_on_tiny_encoder_decoder(tiny_models):

@@ -47,7 +47,7 @@ def test_requirements_files_are_the_pyproject_pins():
     extras = project["optional-dependencies"]
     assert _requirement_lines(ROOT / "requirements.txt") == project["dependencies"]
     assert _requirement_lines(ROOT / "requirements-dev.txt") == ["-r requirements.txt", *extras["test"],
-                                                                 *extras["llm"]]
+                                                                 *extras["llm"], *extras["ray"]]
     assert _requirement_lines(ROOT / "requirements-nodeps.txt") == PYPROJECT["tool"]["attention-explorer"]["no-deps"]["llm"]
     out = subprocess.run(["python3", str(ROOT / "tools" / "sync_requirements.py"), "--check"],
                          capture_output=True, text=True)
@@ -121,9 +121,6 @@ def test_console_command_and_python_m_viz_from_another_directory(venv, elsewhere
     assert list(saved["tokens"]) == tok.convert_ids_to_tokens(enc["input_ids"][0])
     assert saved["attentions"].shape == expected.shape == (6, 12, len(saved["tokens"]), len(saved["tokens"]))
     assert np.abs(saved["attentions"] - expected).max() < 1e-5
-
-    bad = venv.run(venv.bin("attention-explorer"), "capture", "--text", " ", "--out", "x.npz", cwd=elsewhere)
-    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
 def test_editable_install_runs_the_clone(tmp_path, elsewhere):

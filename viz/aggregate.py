@@ -274,3 +274,17 @@ def aggregate_layers(pattern: np.ndarray, *, how: str = "mean",
     if how == "max":
         return pattern.max(axis=0).astype(np.float32)
     raise ValueError(f"unknown layer aggregation {how!r} (choose from {', '.join(LAYER_AGGREGATIONS)})")
+
+
+def hide_first_key(rows: np.ndarray) -> np.ndarray:
+    """Attention rows ``(..., key_pos)`` without the first key (an attention sink), renormalised.
+
+    The first column becomes NaN (drawn blank) and the others are divided by their sum, so each row
+    shows how the weight *not* parked on the first token is spread. Rows with nothing left stay 0.
+    """
+    rows = np.array(rows, dtype=np.float64)
+    rest = rows[..., 1:]
+    total = rest.sum(axis=-1, keepdims=True)
+    rows[..., 1:] = np.divide(rest, total, out=np.zeros_like(rest), where=total > 0)
+    rows[..., 0] = np.nan
+    return rows.astype(np.float32)

@@ -25,6 +25,7 @@ import inspect
 import re
 import sys
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AttentionInterface
@@ -56,6 +57,11 @@ def stop_after(site: tuple[str, int]):
         yield
     finally:
         _STOP_AFTER.reset(token)
+
+
+def stopping() -> bool:
+    """True inside :func:`stop_after`: the forward pass ends at one recorded site."""
+    return _STOP_AFTER.get() is not None
 
 
 def _generic_eager(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -226,6 +232,84 @@ class Recorder:
         )
         if _STOP_AFTER.get() == site:
             raise SiteRecorded(self)
+
+
+class CompactRecorder(Recorder):
+    """Long inputs: keep per layer only what its pattern is recomputed from, never the pattern.
+
+    Records the post-rotary queries, the KV heads' keys (GQA: not repeated) and the mask when it
+    is not the block's causal rule, as :class:`viz.result.LayerQK`; checks on CHECK_ROWS query rows
+    that :func:`viz.result.layer_pattern` gives back the model's weights (the same code that
+    recomputes a layer later); and hands the weights to ``summarize(site, weights)`` (torch,
+    (n_heads, T_q, T_k), then the layer's query, key, scaling and softcap) for streamed statistics
+    before they are dropped.  Scores the recompute
+    cannot reproduce (a position bias, a bias folded into the mask) go to ``problems``.
+    """
+
+    def __init__(self, sites: dict, *, causal: bool, kv_head, summarize=None):
+        super().__init__(sites, None)
+        self.causal = causal
+        self.kv_head = kv_head
+        self.summarize = summarize
+        self.max_error = 0.0    # largest |recomputed - model| seen by the checks
+
+    def enter(self, module):
+        super().enter(module)   # keeps a shared module's layer count (ALBERT)
+        return None             # and no copy of each layer's hidden states: long inputs do not need them
+
+    def record(self, module, query, key, value, attention_mask, scaling, weights, kwargs):
+        from viz.result import LayerQK, layer_pattern
+        site = self._site(module)
+        if site is None or site in self.records or site in self.problems:
+            return
+        if kwargs.get("position_bias") is not None:
+            self.problems[site] = "a position bias is added to the scores"
+            return
+        if scaling is None:
+            scaling = query.size(-1) ** -0.5
+        t_q, t_k = query.shape[2], key.shape[2]
+        allowed = torch.ones((t_q, t_k), dtype=torch.bool)
+        if attention_mask is not None and attention_mask.dim() == 4:
+            m = attention_mask[0, :, -t_q:, :t_k]
+            if m.dtype == torch.bool:
+                allowed = m.all(dim=0)
+            else:
+                m = m.float()
+                keep = m > torch.finfo(torch.float32).min / 2
+                if bool((m.masked_fill(~keep, 0.0) != 0).any()):
+                    self.problems[site] = "the mask carries a bias (ALiBi)"
+                    return
+                allowed = keep.all(dim=0)
+        allowed = torch.broadcast_to(allowed.cpu(), (t_q, t_k))
+        rule = torch.ones((t_q, t_k), dtype=torch.bool)
+        if self.causal:
+            rule = torch.arange(t_k)[None, :] <= torch.arange(t_q)[:, None] + (t_k - t_q)
+        mask = None if torch.equal(allowed, rule) else np.packbits(allowed.numpy(), axis=-1)
+        softcap = kwargs.get("softcap")
+        layer = LayerQK(query=query[0].float().cpu().numpy().copy(), key=key[0].float().cpu().numpy().copy(),
+                        scaling=float(scaling), softcap=float(softcap) if softcap else None, mask=mask)
+        pattern = weights[0]
+        rows = np.unique(np.linspace(0, t_q - 1, min(t_q, CHECK_ROWS)).round().astype(np.int64))
+        ours = layer_pattern(layer, self.kv_head, causal=self.causal, rows=rows)
+        error = float(np.abs(ours - pattern[:, torch.from_numpy(rows)].float().cpu().numpy()).max())
+        self.max_error = max(self.max_error, error)
+        if not error <= CHECK_TOLERANCE.get(weights.dtype, CHECK_TOLERANCE_HALF):
+            self.problems[site] = f"the recomputed weights differ from the model's by {error:.2g}"
+            return
+        if self.summarize is not None:
+            self.summarize(site, pattern.float(), query[0], key[0], float(scaling), layer.softcap)
+        self.records[site] = layer
+
+
+@contextlib.contextmanager
+def compact_recording(sites: dict, *, causal: bool, kv_head, summarize=None):
+    """Like :func:`recording`, with a :class:`CompactRecorder` (long inputs)."""
+    recorder = CompactRecorder(sites, causal=causal, kv_head=kv_head, summarize=summarize)
+    token = _RECORDER.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _RECORDER.reset(token)
 
 
 # How far softmax(where(mask, scores, -inf)) may be from the model's own weights: float32
@@ -410,8 +494,9 @@ _HOOK_RECIPES = {"bloom": _bloom, "falcon": _falcon, "mpnet": _mpnet, "deberta_v
 def _recipe_hook(recipe):
     def hook(module, args, kwargs, output):
         recorder = _RECORDER.get()
-        if recorder is None or recorder._site(module) is None:
-            return
+        site = None if recorder is None else recorder._site(module)
+        if site is None or site in recorder.records or site in recorder.problems:
+            return   # not recording, not wanted, or a later generation step of a recorded layer
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if not isinstance(weights, torch.Tensor):
             return   # the model was not asked for its weights: nothing to check against

@@ -15,6 +15,7 @@ as one at a time, to float error (~1e-7).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,12 +29,13 @@ from viz import capture as cap
 from viz import corpus, stats
 from viz.models import LoadedModel, ModelError, load_model
 from viz.result import CROSS, DECODER, ENCODER, AttentionResult, Block, TokenSeq
+from viz.settings import SETTINGS
 
 DEFAULT_BATCH_SIZE = 16
 CHUNK_BATCHES = 4            # a chunk (the unit handed to an engine) is this many batches of texts
 # Attention a batch may hold, float32, all layers: batch x n_layers x n_heads x T^2 x 4 bytes.
 # The LLM (270 heads) at 512 tokens needs 283 MB for one text: long texts go one at a time.
-BATCH_ATTENTION_MB = int(os.environ.get("VIZ_BATCH_ATTENTION_MB", "512"))
+BATCH_ATTENTION_MB = SETTINGS.batch_attention_mb
 PADDING_SIDES = ("right", "left")
 
 
@@ -268,6 +270,26 @@ def merge_results(results: Iterable[corpus.ChunkResult]) -> corpus.ChunkResult:
     return merged
 
 
+class ChunkRunner:
+    """What an engine's worker holds: the model, loaded once, and the batching settings.
+
+    ``runner(chunk)`` gives the whole chunk's :class:`~viz.corpus.ChunkResult`.  Built on
+    the worker from a picklable factory (``functools.partial(ChunkRunner, name, ...)``), so
+    the model never travels, only its name.
+    """
+
+    def __init__(self, model: str | LoadedModel | None, *, kind: str | None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 padding_side: str = "right"):
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        self.kind = resolve_kind(self.loaded, kind)
+        check_padding(self.loaded, padding_side)
+        self.batch_size, self.padding_side = batch_size, padding_side
+
+    def __call__(self, chunk: corpus.Chunk) -> corpus.ChunkResult:
+        return merge_results(process_chunk(self.loaded, chunk, kind=self.kind, batch_size=self.batch_size,
+                                           padding_side=self.padding_side))
+
+
 def local_engine(loaded: LoadedModel, *, kind: str, batch_size: int = DEFAULT_BATCH_SIZE,
                  padding_side: str = "right", should_stop: Callable[[], bool] | None = None) -> corpus.Engine:
     """The in-process engine for :func:`viz.corpus.run_corpus`: chunks in order, a result per batch."""
@@ -351,8 +373,8 @@ def corpus_file_stats(path: str | Path, *, column: str | None = None, model: str
     if max_texts is not None and total > max_texts:
         note(f"{source.name} has {total:,} texts; only the first {max_texts:,} are used (--max-texts)")
         total = max_texts
-    run = dict(job=job, chunk_size=chunk_size(batch_size), total=total, max_texts=max_texts, progress=progress,
-               should_stop=should_stop, state_path=state_path, save_every_s=save_every_s)
+    run = {"job": job, "chunk_size": chunk_size(batch_size), "total": total, "max_texts": max_texts,
+           "progress": progress, "should_stop": should_stop, "state_path": state_path, "save_every_s": save_every_s}
     if engine == "local":
         loaded = loaded if loaded is not None else load_model(name)
         local = local_engine(loaded, kind=resolve_kind(loaded, kind), batch_size=batch_size,
@@ -360,7 +382,8 @@ def corpus_file_stats(path: str | Path, *, column: str | None = None, model: str
         return corpus.run_corpus(source, local, **run)
     if engine == "ray":
         from viz import ray_engine
-        with ray_engine.ray_engine(model=name, kind=kind, batch_size=batch_size, padding_side=padding_side,
-                                   workers=workers, address=address) as remote:
+        make_runner = functools.partial(ChunkRunner, name, kind=kind, batch_size=batch_size,
+                                        padding_side=padding_side)
+        with ray_engine.ray_engine(make_runner, workers=workers, address=address) as remote:
             return corpus.run_corpus(source, remote, **run)
     raise ValueError(f"engine is 'local' or 'ray', not {engine!r}")

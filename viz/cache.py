@@ -18,6 +18,9 @@ def nbytes(value) -> int:
     """Approximate memory held by a result: the sum of its numpy arrays (and tables)."""
     if isinstance(value, np.ndarray):
         return value.nbytes
+    held = getattr(value, "nbytes", None)
+    if isinstance(held, int) and not is_dataclass(value):   # viz.result.LazyPattern: what it holds
+        return held
     if hasattr(value, "memory_usage") and hasattr(value, "columns"):   # a pandas DataFrame
         return int(value.memory_usage(index=True, deep=True).sum())
     if is_dataclass(value):

@@ -17,9 +17,10 @@ import torch
 
 from viz import attention_fn, families
 from viz.models import LoadedModel, ModelError, load_model
-from viz.result import AttentionResult, LayerInternals, TokenSeq
+from viz.result import AttentionResult, LayerInternals, PatternSummary, TokenSeq, qk_pattern
 from viz.settings import SETTINGS
 
+THUMB = 64                   # model-view thumbnail size streamed for long inputs (viz.views.model_view.THUMB)
 MAX_NEW_TOKENS = 40          # greedy decoding bound when no target is given
 MAX_INPUT_CHARS = SETTINGS.max_chars
 
@@ -192,9 +193,9 @@ def _target_seq(tokenizer, ids: list[int]) -> TokenSeq:
                     word_ids=np.asarray(word_ids, dtype=np.int64), segment_ids=np.zeros(len(ids), dtype=np.int64))
 
 
-def _encode(loaded: LoadedModel, text: str, pair: str | None) -> tuple[object, int]:
-    """Tokenize with truncation at the model's limit; return (encoding, tokens dropped)."""
-    tok, limit = loaded.tokenizer, loaded.info.max_length
+def _encode(loaded: LoadedModel, text: str, pair: str | None, *, limit: int | None = None) -> tuple[object, int]:
+    """Tokenize with truncation at the model's limit (or ``limit``); return (encoding, tokens dropped)."""
+    tok, limit = loaded.tokenizer, limit or loaded.info.max_length
     with loaded.tokenizer_lock:
         full = tok(text, pair, truncation=False, add_special_tokens=True)["input_ids"]
         dropped = max(0, len(full) - limit)
@@ -259,7 +260,8 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
             internals: bool | Iterable[tuple[str, int]] = False,
             max_new_tokens: int = MAX_NEW_TOKENS,
             on_wait: Callable[[int], None] | None = None,
-            on_start: Callable[[], None] | None = None) -> AttentionResult:
+            on_start: Callable[[], None] | None = None,
+            forward: Callable | None = None) -> AttentionResult:
     """Run ``text`` through ``model`` (default: the embedded model) and capture every layer's attention.
 
     ``pair``: a second sentence (encoders; BERT-style segment ids).  ``target``:
@@ -267,6 +269,10 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
     ``internals``: True, or the (kind, layer) sites whose q/k/v/scores to record.
     ``on_wait``: called with the number of runs ahead when the forward pass must wait for a slot;
     ``on_start``: called when the forward pass gets its slot.
+    ``forward(loaded, model_inputs, on_wait=, on_start=)``: runs the plain forward pass in place of the
+    model (it holds a slot itself) and returns what the model would (``.attentions``); :mod:`viz.batching`
+    passes one that shares the pass with other waiting texts.  Unused for internals, one-layer runs and
+    encoder-decoder models.
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     info = loaded.info
@@ -292,14 +298,37 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
         raise InputError("The text has no tokens this model can read (only invisible characters or "
                          "special tokens): type a sentence")
 
-    with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
+    notice = ""
+    if info.family == "decoder" and not do_record and \
+            pattern_bytes(info, len(source)) > SETTINGS.full_pattern_mb * _MB:
+        if compact_supported(loaded):
+            result = _capture_compact(loaded, model_inputs, source, text, dropped, on_wait, on_start)
+            if result is not None:
+                return result
+        why = loaded.internals_reason or getattr(loaded, "compact_problem", "") or UNRECORDABLE
+        longest = longest_full(info)
+        if len(source) > longest:
+            enc, dropped = _encode(loaded, text, pair, limit=longest)
+            model_inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            source = _token_seq(loaded.tokenizer, enc)
+            notice = (f"{why.rstrip('.')}. So this model's attention is kept whole, which fits "
+                      f"{longest:,} tokens here: the text was cut to that ({dropped:,} tokens dropped).")
+
+    shared = forward if forward is not None and not do_record and info.family != "encoder-decoder" \
+        and not attention_fn.stopping() else None
+    with (_null() if shared else run_slot(on_wait=on_wait, on_start=on_start)), torch.inference_mode():
         if info.family != "encoder-decoder":
+            # One layer for the math page (stop_after): the recorder gets that layer's weights from our
+            # attention function; asking the model for its weights too would stack every earlier
+            # layer's (T, T) maps, gigabytes at 2,048 tokens.
+            one_layer = attention_fn.stopping() and compact_supported(loaded)
             with attention_fn.recording(loaded.sites, wanted) if do_record else _null() as recorder:
-                out = loaded.model(**model_inputs, output_attentions=True, **_last_logits_only(loaded))
+                out = shared(loaded, model_inputs, on_wait=on_wait, on_start=on_start) if shared else \
+                    loaded.model(**model_inputs, output_attentions=not one_layer, **_last_logits_only(loaded))
             pattern = _stack(getattr(out, "attentions", None), "self", info.n_layers)
             key = "encoder_attentions" if info.family == "encoder" else "decoder_attentions"
             seq_key = "encoder" if info.family == "encoder" else "decoder"
-            return AttentionResult(model=info, text=text, pair=pair, truncated=dropped,
+            return AttentionResult(model=info, text=text, pair=pair, truncated=dropped, notice=notice,
                                    **{key: pattern, seq_key: source},
                                    internals=_internals(recorder, loaded) if recorder else {})
         dec_ids, generated, dec_dropped = _decoder_ids(loaded, model_inputs, target, max_new_tokens)
@@ -312,6 +341,123 @@ def capture(text: str, *, pair: str | None = None, target: str | None = None,
         decoder_attentions=_stack(getattr(out, "decoder_attentions", None), "decoder", info.n_decoder_layers),
         cross_attentions=_stack(getattr(out, "cross_attentions", None), "cross", info.n_decoder_layers),
         internals=_internals(recorder, loaded) if recorder else {})
+
+
+_MB = 1024 * 1024
+
+
+def pattern_bytes(info, n_tokens: int) -> int:
+    """Bytes of a decoder's full (n_layers, n_heads, T, T) float32 attention."""
+    return info.n_layers * info.n_heads * n_tokens * n_tokens * 4
+
+
+def longest_full(info) -> int:
+    """The most tokens whose full attention fits VIZ_FULL_FALLBACK_MB (models without a compact capture)."""
+    return max(2, int((SETTINGS.full_fallback_mb * _MB / (4 * info.n_layers * info.n_heads)) ** 0.5))
+
+
+def compact_supported(loaded: LoadedModel) -> bool:
+    """Long inputs can keep q and k instead of the pattern: a decoder whose attention goes through
+    our registered function (own-code families return weights only with output_attentions)."""
+    return (loaded.info.family == "decoder" and loaded.recording_supported
+            and families.family(loaded.info.model_type).internals == families.REGISTRY
+            and not getattr(loaded, "compact_problem", ""))
+
+
+class _StreamedSummary:
+    """Whole-block figures of a long causal result, added one layer at a time from the model's weights.
+
+    The metrics follow :func:`viz.stats.metric_values` (same definitions); the thumbnails follow
+    :func:`viz.views.model_view.downsample` (block means over near-equal bins).  To stay a small
+    fraction of the forward pass, one batched product ``p @ [k | special | punct | key_pos]`` gives
+    the shares, the mean distance and (with the row maximum) the entropy: for softmax weights
+    ``log p_ij = s_ij - lse_i``, so ``H_i = lse_i - scaling * q_i . (p k)_i`` with
+    ``lse_i = s_ij* - log p_ij*`` at the row's largest weight; no logarithm of every weight.
+    """
+
+    def __init__(self, n_layers: int, n_heads: int, keys: TokenSeq, kv_head, *, thumb: int = THUMB):
+        from viz.stats import METRICS, punctuation_flags
+        n = len(keys)
+        key_pos = torch.arange(n, dtype=torch.float32)
+        self.extras = torch.stack([torch.as_tensor(np.asarray(keys.special, dtype=np.float32)),
+                                   torch.as_tensor(punctuation_flags(keys).astype(np.float32)), key_pos], -1)
+        self.query_pos = key_pos
+        self.kv_head = torch.as_tensor(np.asarray(kv_head))
+        self.metrics = {name: np.full((n_layers, n_heads), np.nan) for name in METRICS}
+        k = min(n, thumb)
+        self.thumb = thumb
+        starts = np.floor(np.arange(k) * n / k).astype(np.int64)
+        self.bin_of = torch.as_tensor(np.searchsorted(starts, np.arange(n), side="right") - 1)
+        sizes = torch.as_tensor(np.diff(np.append(starts, n)), dtype=torch.float32)
+        self.counts = sizes[:, None] * sizes[None, :]
+        self.thumbs = np.zeros((n_layers, n_heads, k, k), np.float32)
+        self.layer_sum = torch.zeros((n, n), dtype=torch.float32)
+        self.n_layers, self.n_heads = n_layers, n_heads
+
+    def add(self, site, p: torch.Tensor, query: torch.Tensor, key: torch.Tensor, scaling: float,
+            softcap: float | None) -> None:
+        """``p``: (n_heads, T_q, T_k) float32 weights; ``query`` (n_heads, T_q, d), ``key`` (n_kv, T_k, d)."""
+        layer, m = site[1], self.metrics
+        n_heads, t_q, t_k = p.shape
+        d = query.shape[-1]
+        keys = key.float()[self.kv_head]                                          # (H, T_k, d)
+        product = p @ torch.cat([keys, self.extras.expand(n_heads, -1, -1)], -1)  # (H, T_q, d + 3)
+        top, arg = p.max(-1)                                                      # (H, T_q)
+
+        def mean(x):
+            return x.mean(-1).double().numpy()
+        m["confidence"][layer] = mean(top)
+        m["special_share"][layer] = mean(product[..., d])
+        m["punct_share"][layer] = mean(product[..., d + 1])
+        # causal rows sum to 1 over key_pos <= query_pos: sum_j p_ij |i - j| = i - sum_j p_ij j
+        m["mean_distance"][layer] = mean(self.query_pos[:t_q] - product[..., d + 2])
+        if softcap:
+            m["entropy"][layer] = mean(torch.special.entr(p).sum(-1))
+        else:
+            q = query.float()
+            best_key = keys.gather(1, arg[..., None].expand(-1, -1, d))           # (H, T_q, d)
+            lse = scaling * (q * best_key).sum(-1) - torch.log(top)
+            m["entropy"][layer] = mean(lse - scaling * (q * product[..., :d]).sum(-1))
+        m["self_share"][layer] = mean(torch.diagonal(p, 0, -2, -1))
+        if t_q > 1:
+            m["prev_share"][layer] = mean(torch.diagonal(p, -1, -2, -1))
+            m["next_share"][layer] = mean(torch.diagonal(p, 1, -2, -1))
+            m["first_token_share"][layer] = mean(p[:, 1:, 0])
+        k = len(self.counts)
+        rows = torch.zeros((n_heads, k, t_k)).index_add_(1, self.bin_of, p)
+        self.thumbs[layer] = (torch.zeros((n_heads, k, k)).index_add_(2, self.bin_of, rows) / self.counts).numpy()
+        self.layer_sum += p.sum(0)
+
+    def done(self) -> PatternSummary:
+        return PatternSummary(metrics=self.metrics, thumbs=self.thumbs, thumb=self.thumb,
+                              layer_mean=(self.layer_sum / (self.n_layers * self.n_heads)).numpy())
+
+
+def _capture_compact(loaded: LoadedModel, model_inputs: dict, source: TokenSeq, text: str, dropped: int,
+                     on_wait, on_start) -> AttentionResult | None:
+    """A long decoder input: per layer q and k (the pattern recomputed when shown) plus a streamed
+    summary, never the (n_layers, n_heads, T, T) stack.  None when the model's scores cannot be
+    recomputed from q and k (the reason is kept on ``loaded.compact_problem``)."""
+    info = loaded.info
+    summary = _StreamedSummary(info.n_layers, info.n_heads, source, info.kv_head)
+    with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
+        with attention_fn.compact_recording(loaded.sites, causal=True, kv_head=info.kv_head,
+                                            summarize=summary.add) as recorder:
+            loaded.model(**model_inputs, **_last_logits_only(loaded))
+    expected = {("decoder", i) for i in range(info.n_layers)}
+    if recorder.problems or set(recorder.records) != expected:
+        if recorder.problems:
+            (kind, layer), problem = sorted(recorder.problems.items())[0]
+            loaded.compact_problem = f"Its scores cannot be recomputed from q and k ({kind} layer {layer}: {problem})"
+        else:
+            loaded.compact_problem = "Not every layer's q and k could be recorded"
+        return None
+    layers = tuple(recorder.records[("decoder", i)] for i in range(info.n_layers))
+    pattern = qk_pattern(layers, info.kv_head, causal=True, summary=summary.done())
+    pattern.max_error = recorder.max_error
+    return AttentionResult(model=info, text=text, truncated=dropped, decoder=source, decoder_attentions=pattern,
+                           notice=f"A long input ({len(source):,} tokens): each layer's attention is recomputed "
+                                  f"exactly from the model's queries and keys when it is shown.")
 
 
 def _last_logits_only(loaded: LoadedModel) -> dict:

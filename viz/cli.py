@@ -226,6 +226,8 @@ def _stats_corpus(args: argparse.Namespace, text: str | None) -> int:
     state = args.state or f"{args.out}.partial.json"
     # The local engine runs in this process; Ray workers load the model themselves (by name).
     loaded = load_model(args.model) if args.engine == "local" or args.detectors else None
+    # Detectors read one probe text: done first, so a missing --text fails before the corpus runs.
+    detectors = _detectors(args, loaded, batch.resolve_kind(loaded, args.kind), text) if args.detectors else None
     progress = _ProgressLine()
     try:
         done = batch.corpus_file_stats(
@@ -250,9 +252,8 @@ def _stats_corpus(args: argparse.Namespace, text: str | None) -> int:
         note(f"{done.n_truncated} input(s) truncated to the model's token limit "
              f"({done.max_dropped} tokens dropped at most)")
     table = done.table
-    if args.detectors:
-        kind = batch.resolve_kind(loaded, args.kind)
-        table = table.merge(_detectors(args, loaded, kind, text), on=["layer", "head"])
+    if detectors is not None:
+        table = table.merge(detectors, on=["layer", "head"])
     write_file(args.out, lambda path: table.to_csv(path, index=False))
     try:
         os.remove(state)    # finished: nothing left to resume

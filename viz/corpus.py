@@ -106,7 +106,10 @@ def _lines(fobj, name: str, *, newline: str | None = None) -> Iterator[str]:
     """Decoded lines of a binary file object (universal newlines unless ``newline``)."""
     reader = io.TextIOWrapper(fobj, encoding="utf-8-sig", newline=newline)
     try:
-        yield from reader
+        # Not `yield from reader`: closing this generator early would then close the reader,
+        # and with it the caller's file.
+        for line in reader:  # noqa: UP028
+            yield line
     except UnicodeDecodeError:
         raise _not_utf8(name) from None
     finally:
@@ -571,7 +574,7 @@ class Progress:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:

@@ -74,7 +74,7 @@ PAGE_TEXTS: dict[str, str] = {
         "like [CLS] and [SEP]) and ran it through all its layers at once, keeping every attention weight.\n\n"
         + core_ideas_markdown(_QKV, _PARALLEL, _LENGTH)),
     "heatmap": (
-        'Each row is a **query** token and shows how it spreads its attention over the **key** tokens (columns); every row sums to 1. Darker means more weight. Hover or tap a cell (or focus the view and use the arrow keys) for the exact weight; **Zoom and pan** draws it as a zoomable chart.'
+        'Each row is a **query** token and shows how it spreads its attention over the **key** tokens (columns); every row sums to 1. A stronger colour means more weight. Hover or tap a cell (or focus the view and use the arrow keys) for the exact weight; **Zoom and pan** draws it as a zoomable chart.'
         "\n\n"
         "One square per (query, key) pair: the row is the token that is **looking**, the column the token it "
         "looks **at**, and the colour is the softmax weight. Each row sums to 1. Pick *mean of all heads* to "
@@ -153,6 +153,42 @@ PAGE_TEXTS: dict[str, str] = {
         "[SEP] and punctuation as a resting place, and what happens past the trained length. Each preset "
         "sets the input, opens the right view and says what to look for.\n\n"
         + core_ideas_markdown(_HEADS, _WINDOW, _LENGTH)),
+    "generate": (
+        "**Autoregressive generation.** A language model writes one token at a time: it reads the prompt, "
+        "gives a probability to every token of its vocabulary, one is picked (the most probable: *greedy*; or "
+        "drawn at random: *sampling*, sharper below temperature 1, flatter above; *top-p* keeps only the most "
+        "probable tokens holding that much probability), appended, and the model runs again.\n\n"
+        "**The causal mask.** Each token may only attend to itself and the tokens before it, never the "
+        "future. That is why the attention of a generated token is simply **one row of the full pattern**: "
+        "row i of one forward pass over the finished text is exactly what the model computed when it wrote "
+        "token i + 1, because nothing after i could change it.\n\n"
+        "**The KV cache.** While generating, the keys and values of earlier tokens never change, so the model "
+        "keeps them and computes only the newest token's query, key and value at each step: one row per step "
+        "instead of the whole square.\n\n"
+        "**Grouped-query attention (GQA).** Newer models (Llama, Qwen, SmolLM) let several query heads share "
+        "one key/value head to save memory: the pickers say *head 4 · KV 1*, and heads with the same KV group "
+        "look with different queries at the same keys.\n\n"
+        "**Attention sinks.** Most heads of an LLM park much of their weight on the first token, whatever it "
+        "is (Xiao et al. 2023): a resting place for heads with nothing to do, not a sign that the first word "
+        "matters. Switch on *Hide the first token* to see where the rest goes."),
+    "predictions": (
+        "At every position the model gives a probability to every possible next token. **Surprisal** is "
+        "−log2 of the probability it gave the token that actually came next: 0 bits for a token it was sure "
+        "of, about 10 bits for a 1-in-1000 surprise. The **logit lens** (nostalgebraist 2020) reads the "
+        "residual stream after each layer as if it were the last one: the model's final norm, then its "
+        "unembedding. Early layers often guess generic tokens; the answer forms in the middle and late "
+        "layers, and the last row is the model's own prediction."),
+    "ablation": (
+        "**Knocking a head out** means rerunning the model with that head's output removed (set to zero, or "
+        "to its average output over the positions), right where the heads' outputs are joined and mixed "
+        "by W_O. Attention weights say where a head *looks*; an ablation says whether the model *needs* it "
+        "(Michel et al. 2019, \"Are Sixteen Heads Really Better than One?\"; Voita et al. 2019). Many heads "
+        "can go with little change; a few matter a lot, like an induction head on a repeated sequence.\n\n"
+        "**Head importance**: *gradient* multiplies each head's output by a gate g = 1 and measures how fast "
+        "the model's loss changes with each gate (one backward pass for all heads); *ablation* removes each "
+        "head alone and measures how far the output moves (KL divergence of the next-token distribution for "
+        "a decoder, 1 − cosine of the sentence embedding for an encoder). The rank correlation says how well "
+        "the cheap estimate agrees with the real thing."),
     "glossary": "Short definitions of the words the pages use, and the ideas behind them.",
 }
 
@@ -235,6 +271,16 @@ GLOSSARY: tuple[Term, ...] = (
                            "occurrence of the current token, so the model can copy (Olsson et al. 2022)."),
     Term("rollout", "Attention multiplied through the layers (with 0.5·I for the residual) to estimate how "
                     "much each input token reaches the output (Abnar and Zuidema 2020)."),
+    Term("autoregressive", "Generating one token at a time, each from the tokens before it (GPT-2, Llama)."),
+    Term("KV cache", "The keys and values of earlier tokens, kept while generating so each step computes only "
+                     "the newest token's row."),
+    Term("grouped-query attention (GQA)", "Several query heads sharing one key/value head (Llama, SmolLM): "
+                                          "fewer keys and values to store, one map per query head."),
+    Term("surprisal", "−log2 of the probability a model gave the token that came: how surprised it was, in bits."),
+    Term("logit lens", "Reading the residual stream after a layer through the final norm and unembedding, to "
+                       "see what the model would predict if it stopped there."),
+    Term("ablation", "Removing part of a model (here: one head's output) and rerunning it, to see whether "
+                     "the model needs that part."),
     Term("quadratic cost", "n tokens give n² weights per head and layer: double the text, four times the work."),
 )
 

@@ -163,11 +163,56 @@ def generate(prompt: str, model: str | LoadedModel | None = None, *,
     stops after an end-of-sequence token.  ``on_token(GeneratedToken)`` is called after every step.
     ``internals``: record q/k/v/scores in the final pass, as :func:`viz.capture.capture` does.
     """
+    job = _prepare(prompt, model, max_new_tokens=max_new_tokens, chat=chat, sample=sample,
+                   temperature=temperature, top_p=top_p, seed=seed, top_k=top_k, forced=forced, internals=internals)
+    return _run_alone(job, on_token=on_token, on_wait=on_wait, on_start=on_start)
+
+
+def _run_alone(job: _Job, *, on_token=None, on_wait=None, on_start=None) -> GenerationResult:
+    """Decode and capture one checked request on its own (holding one forward-pass slot throughout)."""
+    with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
+        steps = _decode(job.loaded, list(job.built.ids), max_new_tokens=job.max_new_tokens, sample=job.sample,
+                        temperature=job.temperature, top_p=job.top_p, seed=job.seed, top_k=job.top_k,
+                        branch=job.branch, eos=job.eos, on_token=on_token)
+        pattern, recorder = _final_pass(job, list(job.built.ids) + steps.ids)
+    return _result(job, steps, pattern, recorder)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A checked generation request: what the decoding loop, the final pass and the result need.
+
+    :func:`generate` runs it alone; :mod:`viz.batching` runs the same three stages for many requests
+    in shared batches (``_prepare``, the decoding, ``_final_pass`` / ``_result``), so both give the same result.
+    """
+
+    loaded: LoadedModel
+    text: str
+    built: Prompt
+    eos: set
+    branch: dict
+    max_new_tokens: int
+    chat: bool
+    sample: bool
+    temperature: float
+    top_p: float
+    seed: int
+    top_k: int
+    wanted: set | None
+    do_record: bool
+
+
+def _prepare(prompt: str, model, *, max_new_tokens: int, chat: bool, sample: bool, temperature: float,
+             top_p: float, seed: int, top_k: int, forced, internals) -> _Job:
+    """Every check and the tokenization of :func:`generate`, before any forward pass."""
     loaded = model if isinstance(model, LoadedModel) else load_model(model or EMBEDDED_LLM)
     info = loaded.info
     if info.family != "decoder":
         raise InputError(f"Generation needs a decoder model (GPT-2, Llama, SmolLM...); "
                          f"this one is an {info.family} model")
+    if loaded.model.get_output_embeddings() is None:
+        raise InputError("This model was loaded without a language-model head, so it has no next-token "
+                         "probabilities to generate from")
     if not 1 <= int(max_new_tokens) <= MAX_NEW_TOKENS:
         raise InputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS} (got {max_new_tokens})")
     if sample and not temperature > 0:
@@ -185,16 +230,27 @@ def generate(prompt: str, model: str | LoadedModel | None = None, *,
     do_record = bool(internals) and loaded.recording_supported
 
     built = prompt_ids(loaded, text, chat=chat, room=max_new_tokens)
-    eos = _eos_ids(loaded)
-    with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
-        steps = _decode(loaded, list(built.ids), max_new_tokens=max_new_tokens, sample=sample,
-                        temperature=float(temperature), top_p=float(top_p), seed=int(seed), top_k=top_k,
-                        branch=branch, eos=eos, on_token=on_token)
-        full = list(built.ids) + steps.ids
-        with attention_fn.recording(loaded.sites, wanted) if do_record else _null() as recorder:
-            out = loaded.model(input_ids=torch.tensor([full]), output_attentions=True, **_logits_kwargs(loaded))
-        pattern = _stack(getattr(out, "attentions", None), "self", info.n_layers)   # (L, H, T, T)
+    return _Job(loaded=loaded, text=text, built=built, eos=_eos_ids(loaded), branch=branch,
+                max_new_tokens=max_new_tokens, chat=bool(chat), sample=bool(sample), temperature=float(temperature),
+                top_p=float(top_p), seed=int(seed), top_k=top_k, wanted=wanted, do_record=do_record)
 
+
+def _final_pass(job: _Job, full: list[int]):
+    """One forward pass over the finished sequence: its attention (L, H, T, T) and the recorder (or None).
+
+    Call it inside ``run_slot`` and ``torch.inference_mode``."""
+    loaded = job.loaded
+    with attention_fn.recording(loaded.sites, job.wanted) if job.do_record else _null() as recorder:
+        out = loaded.model(input_ids=torch.tensor([full]), output_attentions=True, **_logits_kwargs(loaded))
+    return _stack(getattr(out, "attentions", None), "self", loaded.info.n_layers), recorder   # (L, H, T, T)
+
+
+def _result(job: _Job, steps: _Steps, pattern: np.ndarray, recorder) -> GenerationResult:
+    """The frozen result of a finished generation (``pattern``: the final pass's (L, H, T, T) attention)."""
+    loaded, info, built, text = job.loaded, job.loaded.info, job.built, job.text
+    chat, sample, temperature, top_p, seed = job.chat, job.sample, job.temperature, job.top_p, job.seed
+    max_new_tokens, top_k = job.max_new_tokens, job.top_k
+    full = list(built.ids) + steps.ids
     n_prompt = len(built.ids)
     with loaded.tokenizer_lock:
         seq = _sequence(loaded.tokenizer, full, np.concatenate([built.special, _special_mask(loaded, steps.ids)]))
@@ -277,7 +333,12 @@ def _decode(loaded: LoadedModel, ids: list[int], *, max_new_tokens: int, sample:
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
     """One draw from softmax(logits / temperature) within the top-p nucleus."""
-    scores = logits / temperature
+    return int(torch.multinomial(torch.softmax(_nucleus(logits / temperature, top_p), dim=-1), 1,
+                                 generator=generator))
+
+
+def _nucleus(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``scores`` with the tokens outside the top-p nucleus set to -inf (shared with viz.batching's checks)."""
     if top_p < 1.0:
         # As transformers' TopPLogitsWarper: drop the least likely tokens whose total stays
         # within 1 - top_p, always keeping the most likely one.
@@ -287,7 +348,7 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
         remove[-1] = False
         scores = scores.clone()
         scores[order[remove]] = -float("inf")
-    return int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator))
+    return scores
 
 
 def _logits_kwargs(loaded: LoadedModel) -> dict:

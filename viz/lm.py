@@ -34,6 +34,9 @@ def _loaded(model) -> LoadedModel:
     if loaded.info.family != "decoder":
         raise InputError(f"Next-token predictions need a decoder model (GPT-2, Llama, SmolLM...); "
                          f"this one is an {loaded.info.family} model")
+    if loaded.model.get_output_embeddings() is None:
+        raise InputError("This model was loaded without a language-model head, so it has no next-token "
+                         "probabilities")
     return loaded
 
 

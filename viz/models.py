@@ -42,8 +42,16 @@ PRESETS: tuple[str, ...] = (
 )
 
 # The app's own cap on tokens per input: beyond this the views stop being useful
-# and memory per result grows with the square of the length.
+# and memory per result grows with the square of the length. Decoders (LLMs, trained on
+# thousands of positions) get a longer default: their long results keep queries and keys
+# instead of every layer's pattern (viz.result.LazyPattern). VIZ_MAX_TOKENS sets both.
 DEFAULT_TOKEN_CAP = SETTINGS.max_tokens
+DECODER_TOKEN_CAP = SETTINGS.decoder_max_tokens
+
+
+def default_cap(family: str) -> int:
+    """The app's token cap for a model family (before the model's own limit)."""
+    return DECODER_TOKEN_CAP if family == "decoder" else DEFAULT_TOKEN_CAP
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
@@ -194,7 +202,7 @@ def _weights_problem(msg: str) -> str:
 _LOAD_LOCK = threading.Lock()
 
 
-def load_model(name: str | None = None, *, cap: int = DEFAULT_TOKEN_CAP,
+def load_model(name: str | None = None, *, cap: int | None = None,
                progress: Progress | None = None) -> LoadedModel:
     """Load a model by hub id, local directory, None (the embedded encoder) or ``"embedded-llm"``.
 
@@ -207,7 +215,7 @@ def load_model(name: str | None = None, *, cap: int = DEFAULT_TOKEN_CAP,
         return _load_model(name, cap=cap, progress=progress)
 
 
-def _load_model(name: str | None, *, cap: int, progress: Progress | None = None) -> LoadedModel:
+def _load_model(name: str | None, *, cap: int | None, progress: Progress | None = None) -> LoadedModel:
     from viz import attention_fn  # registers our attention implementation
     _quiet_transformers()
     path, is_local = resolve(name, progress=progress)
@@ -258,8 +266,12 @@ def _load_model(name: str | None, *, cap: int, progress: Progress | None = None)
         raise ModelError(f"Cannot load the tokenizer of '{name}': {TOKENIZER_FILES_MISSING}")
 
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-    # Decoders with their LM head, so logits exist (generation, predictions, logit lens).
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    # Decoders with their LM head, so logits exist (generation, predictions, logit lens); a decoder
+    # family without a causal-LM class still loads bare, for its attention.
     loader = {"encoder-decoder": AutoModelForSeq2SeqLM, "decoder": AutoModelForCausalLM}.get(family, AutoModel)
+    if loader is AutoModelForCausalLM and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        loader = AutoModel
     model, recording = None, True
     for impl in (attention_fn.NAME, "eager"):
         try:
@@ -289,7 +301,8 @@ def _load_model(name: str | None, *, cap: int, progress: Progress | None = None)
     info = ModelInfo(
         name=canonical_name(name),
         family=family, model_type=config.model_type, n_layers=int(n_layers), n_heads=int(n_heads),
-        d_model=int(d_model), max_length=token_limit(text_config, tokenizer, cap=cap),
+        d_model=int(d_model),
+        max_length=token_limit(text_config, tokenizer, cap=default_cap(family) if cap is None else cap),
         n_decoder_layers=int(n_dec) if family == "encoder-decoder" else 0,
         n_kv_heads=kv_heads_of(text_config, int(n_heads)))
     loaded = LoadedModel(info=info, model=model, tokenizer=tokenizer, path=path,

@@ -1,7 +1,8 @@
 """The Ray engine of corpus statistics: chunks of texts spread over model-holding Ray actors.
 
-Owns starting (or joining) Ray, one actor per worker that loads the model once and runs
-:func:`viz.batch.process_chunk` on the chunks it is handed, and the dispatch loop that keeps every
+Owns starting (or joining) Ray, one actor per worker that loads the model once (it builds a
+:class:`viz.batch.ChunkRunner` from a picklable factory) and runs the chunks it is handed, and the
+dispatch loop that keeps every
 actor busy (two chunks in flight each) while :func:`viz.corpus.run_corpus` merges the results as
 they come back.  The batches are planned exactly as in the local engine, so the numbers agree
 with it to float error.
@@ -17,10 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from viz import corpus
+from viz import corpus, settings
 from viz.models import ModelError
 
 IN_FLIGHT_PER_WORKER = 2     # one chunk running, one waiting: no actor idles between chunks
@@ -29,29 +30,19 @@ _PASSED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE"
 
 
 class _CorpusWorker:
-    """One Ray actor: the model loaded once, then chunk after chunk."""
+    """One Ray actor: a chunk runner built once (the model loaded once), then chunk after chunk."""
 
-    def __init__(self, model: str | None, kind: str | None, batch_size: int, padding_side: str, threads: int):
+    def __init__(self, make_runner: Callable[[], Callable[[corpus.Chunk], corpus.ChunkResult]], threads: int):
         import torch
 
         torch.set_num_threads(max(1, threads))
-        from viz import batch
-        from viz.models import load_model
-
-        self.loaded = load_model(model)
-        self.kind = batch.resolve_kind(self.loaded, kind)
-        batch.check_padding(self.loaded, padding_side)
-        self.batch_size, self.padding_side = batch_size, padding_side
+        self.runner = make_runner()
 
     def ready(self) -> int:
         return os.getpid()
 
     def run(self, chunk: corpus.Chunk) -> corpus.ChunkResult:
-        from viz import batch
-
-        return batch.merge_results(batch.process_chunk(self.loaded, chunk, kind=self.kind,
-                                                       batch_size=self.batch_size,
-                                                       padding_side=self.padding_side))
+        return self.runner(chunk)
 
 
 def _import_ray():
@@ -63,7 +54,7 @@ def _import_ray():
 
 
 def _env_vars() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.startswith("VIZ_") or k in _PASSED_ENV}
+    env = settings.environment(prefix="VIZ_", names=_PASSED_ENV)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
 
@@ -90,8 +81,8 @@ def ray_session(*, address: str | None = None, workers: int = 2):
         runtime_env = {"env_vars": _env_vars(),
                        "py_modules": [package],
                        "excludes": ["__pycache__", "*.pyc"]}
-        options = dict(runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
-                       logging_level="ERROR", configure_logging=True)
+        options = {"runtime_env": runtime_env, "include_dashboard": False, "log_to_driver": False,
+                   "logging_level": "ERROR", "configure_logging": True}
         try:
             if address:
                 ray.init(address=address, **options)
@@ -109,13 +100,12 @@ def ray_session(*, address: str | None = None, workers: int = 2):
             ray.shutdown()
 
 
-def start_workers(ray, *, model: str | None, kind: str | None, batch_size: int, padding_side: str,
-                  workers: int, threads: int = 1) -> list:
-    """``workers`` actors, each with the model loaded; fails with one line if a worker cannot load it."""
+def start_workers(ray, make_runner, *, workers: int, threads: int = 1) -> list:
+    """``workers`` actors, each holding ``make_runner()``; one line if a worker cannot build it."""
     if workers < 1:
         raise ValueError("--workers must be at least 1")
     actor = ray.remote(num_cpus=1)(_CorpusWorker)
-    actors = [actor.remote(model, kind, batch_size, padding_side, threads) for _ in range(workers)]
+    actors = [actor.remote(make_runner, threads) for _ in range(workers)]
     try:
         ray.get([a.ready.remote() for a in actors])
     except Exception as exc:  # noqa: BLE001 - RayActorError / RayTaskError around the real cause
@@ -150,17 +140,18 @@ def dispatch(ray, actors: list, chunks: Iterator[corpus.Chunk]) -> Iterator[corp
 
 
 @contextlib.contextmanager
-def ray_engine(*, model: str | None, kind: str | None, batch_size: int, padding_side: str = "right",
-               workers: int = 2, address: str | None = None, threads: int = 1):
+def ray_engine(make_runner: Callable[[], Callable[[corpus.Chunk], corpus.ChunkResult]], *, workers: int = 2,
+               address: str | None = None, threads: int = 1):
     """An engine for :func:`viz.corpus.run_corpus` on Ray: ``with ray_engine(...) as engine: ...``.
 
-    ``workers`` actors of one CPU each, ``threads`` torch threads each.  Leaving the block
+    Each of ``workers`` actors (one CPU, ``threads`` torch threads) calls ``make_runner()``
+    once, e.g. ``functools.partial(viz.batch.ChunkRunner, model_name, kind=...)``, which
+    loads the model there, then runs every chunk it is handed through it.  Leaving the block
     stops the actors (and the local Ray it started); chunks still running are dropped,
     never counted, so a resumed run does them again.
     """
     with ray_session(address=address, workers=workers) as ray:
-        actors = start_workers(ray, model=model, kind=kind, batch_size=batch_size, padding_side=padding_side,
-                               workers=workers, threads=threads)
+        actors = start_workers(ray, make_runner, workers=workers, threads=threads)
         try:
             yield lambda chunks: dispatch(ray, actors, chunks)
         finally:

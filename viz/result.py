@@ -12,6 +12,9 @@ and ``"cross"`` (decoder tokens as queries, encoder tokens as keys).
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,6 +89,270 @@ def head_label(head: int, kv_head: np.ndarray | None = None) -> str:
     return f"head {int(head)} · KV {int(np.asarray(kv_head)[int(head)])}"
 
 
+# ---------------------------------------------------------------- long inputs: patterns recomputed per layer
+# A full (n_layers, n_heads, T, T) float32 pattern costs 4.5 GB for the embedded LLM at 2,048 tokens.
+# Long decoder results keep each layer's post-rotary queries and keys instead (190 MB there) and
+# recompute a layer's exact pattern when it is indexed; statistics and thumbnails that need every
+# layer are streamed during the capture into a PatternSummary.
+MATERIALISE_LIMIT = 512 * 1024 * 1024   # bytes one indexing of a LazyPattern may return
+LAYER_CACHE = 2                         # materialised layers kept per pattern (151 MB each at 2k, 9 heads)
+
+
+class PatternTooLarge(ValueError):
+    """Asked for more of a long result's attention at once than MATERIALISE_LIMIT allows."""
+
+
+@dataclass(frozen=True)
+class LayerQK:
+    """What one layer's pattern is recomputed from: ``softmax(mask(softcap(scaling * q k^T)))``."""
+
+    query: np.ndarray          # (n_heads, T_q, d_head) float32, after any rotary embedding
+    key: np.ndarray            # (n_kv_heads, T_k, d_head) float32: under GQA only the KV heads are kept
+    scaling: float             # the factor the model applied to q.k
+    softcap: float | None = None   # Gemma-2: scores = softcap * tanh(scores / softcap)
+    # (T_q, ceil(T_k / 8)) uint8, np.packbits of the allowed cells along keys; None: the block's
+    # rule (causal: key_pos <= query_pos + T_k - T_q; otherwise every key).
+    mask: np.ndarray | None = None
+
+    def allowed(self, rows: np.ndarray, n_keys: int, *, causal: bool) -> np.ndarray | None:
+        """(len(rows), T_k) bool for these query rows, or None when every key is allowed."""
+        if self.mask is not None:
+            return np.unpackbits(self.mask[rows], axis=-1, count=n_keys).astype(bool)
+        if not causal:
+            return None
+        offset = n_keys - self.query.shape[1]
+        return np.arange(n_keys)[None, :] <= (np.asarray(rows)[:, None] + offset)
+
+
+def layer_pattern(layer: LayerQK, kv_head: np.ndarray, *, causal: bool, heads=None, rows=None) -> np.ndarray:
+    """(len(heads), len(rows), T_k) float32: the exact post-softmax weights of one layer.
+
+    The same float32 operations, in the same order, as transformers' eager attention
+    (matmul, times scaling, softcap, mask, softmax); the capture checks the result against
+    the weights the model returned.  Fully masked rows come back as zeros.
+    """
+    n_heads, n_q, _ = layer.query.shape
+    heads = np.arange(n_heads) if heads is None else np.asarray(heads, dtype=np.int64).reshape(-1)
+    rows = np.arange(n_q) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+    q = layer.query[heads]
+    if len(rows) != n_q:
+        q = q[:, rows]
+    k = layer.key[np.asarray(kv_head)[heads]]                          # (h, T_k, d_head)
+    scores = np.matmul(q, k.transpose(0, 2, 1))                        # (h, r, T_k)
+    scores *= np.float32(layer.scaling)
+    if layer.softcap:
+        np.tanh(scores / np.float32(layer.softcap), out=scores)
+        scores *= np.float32(layer.softcap)
+    allowed = layer.allowed(rows, k.shape[1], causal=causal)
+    if allowed is not None:
+        np.copyto(scores, -np.inf, where=~allowed[None])
+    top = scores.max(axis=-1, keepdims=True)
+    top[~np.isfinite(top)] = 0.0
+    scores -= top
+    np.exp(scores, out=scores)
+    total = scores.sum(axis=-1, keepdims=True)
+    np.divide(scores, total, out=scores, where=total > 0)
+    return scores
+
+
+@dataclass(frozen=True)
+class PatternSummary:
+    """Whole-block figures of a long result, computed layer by layer from the model's own weights
+    during the capture (exact to float32 accumulation, ~1e-6): what overview pages read instead of
+    materialising every layer."""
+
+    metrics: dict              # stats.METRICS name -> (n_layers, n_heads) float64, token flags of the keys
+    thumbs: np.ndarray         # (n_layers, n_heads, t_q, t_k) float32 block means (views.model_view.downsample)
+    thumb: int                 # the size the thumbnails were made for (views.model_view.THUMB)
+    layer_mean: np.ndarray | None = None   # (T_q, T_k) float32, mean over layers of the mean of heads
+
+
+class LazyPattern:
+    """(n_layers, n_heads, T_q, T_k) float32 attention that materialises only what is indexed.
+
+    ``pattern[layer]`` and ``pattern[layer, head]`` return numpy arrays (a small LRU keeps the
+    last :data:`LAYER_CACHE` full layers); ``pattern[:, :, rows]`` recomputes only those query
+    rows of every layer.  ``np.asarray(pattern)`` works only when the whole array fits in
+    :data:`MATERIALISE_LIMIT`; long inputs go through :attr:`summary` or a loop over layers.
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, shape: tuple[int, int, int, int], compute: Callable, *,
+                 summary: PatternSummary | None = None, held: tuple = (), cache_layers: int = LAYER_CACHE):
+        self.shape = tuple(int(n) for n in shape)
+        self._compute = compute             # (layer, heads or None, rows or None) -> (h, r, T_k) float32
+        self.summary = summary
+        self._held = held                   # the arrays this pattern keeps (for its byte count)
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_layers = cache_layers
+        self._lock = threading.Lock()
+
+    # numpy-like facts
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def full_nbytes(self) -> int:
+        """Bytes the whole array would take if materialised."""
+        return self.size * 4
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this pattern holds (queries, keys, masks, summary), not the full array's."""
+        from_summary = 0
+        if self.summary is not None:
+            from_summary = self.summary.thumbs.nbytes + sum(v.nbytes for v in self.summary.metrics.values())
+            if self.summary.layer_mean is not None:
+                from_summary += self.summary.layer_mean.nbytes
+        return sum(a.nbytes for a in self._held) + from_summary
+
+    def __repr__(self) -> str:
+        return f"LazyPattern(shape={self.shape}, holds {self.nbytes / 1e6:.0f} MB of {self.full_nbytes / 1e6:.0f} MB)"
+
+    def layer(self, layer: int) -> np.ndarray:
+        """(n_heads, T_q, T_k) float32, read-only: one layer's exact pattern."""
+        layer = int(layer)
+        if not -self.shape[0] <= layer < self.shape[0]:
+            raise IndexError(f"layer {layer} is out of range (0..{self.shape[0] - 1})")
+        layer %= self.shape[0]
+        with self._lock:
+            hit = self._cache.get(layer)
+            if hit is not None:
+                self._cache.move_to_end(layer)
+                return hit
+        out = self._compute(layer, None, None)
+        out.setflags(write=False)
+        with self._lock:
+            self._cache[layer] = out
+            while len(self._cache) > self._cache_layers:
+                self._cache.popitem(last=False)
+        return out
+
+    def _cached(self, layer: int):
+        with self._lock:
+            return self._cache.get(layer)
+
+    def _part(self, layer: int, heads, rows, keys) -> np.ndarray:
+        """One layer indexed by (heads, rows, keys), numpy semantics, computing as little as it can."""
+        full = slice(None)
+        cached = self._cached(layer)
+        if cached is None and _is_full(heads) and _is_full(rows):
+            cached = self.layer(layer)
+        if cached is not None:
+            return cached[heads, rows, keys]
+        both_arrays = not _is_basic(heads) and not _is_basic(rows)
+        if both_arrays:
+            return self.layer(layer)[heads, rows, keys]
+        head_ids = np.arange(self.shape[1])[heads]
+        row_ids = np.arange(self.shape[2])[rows]
+        out = self._compute(layer, np.atleast_1d(head_ids), np.atleast_1d(row_ids))  # (h, r, T_k)
+        out = out[0 if np.ndim(head_ids) == 0 else full, 0 if np.ndim(row_ids) == 0 else full]
+        return out[..., keys]
+
+    def __getitem__(self, index):
+        layers, heads, rows, keys = _four(index)
+        if isinstance(layers, np.ndarray) and layers.ndim > 1:     # np.ix_: orthogonal selection
+            layers = layers.reshape(-1)
+            heads = heads.reshape(-1) if isinstance(heads, np.ndarray) else heads
+        if _is_int(layers):
+            layer = int(layers) % self.shape[0] if -self.shape[0] <= int(layers) < self.shape[0] else None
+            if layer is None:
+                raise IndexError(f"layer {int(layers)} is out of range (0..{self.shape[0] - 1})")
+            return self._part(layer, heads, rows, keys)
+        chosen = np.arange(self.shape[0])[layers]
+        parts, total = [], 0
+        for layer in chosen:
+            part = self._part(int(layer), heads, rows, keys)
+            total += part.nbytes
+            if total > MATERIALISE_LIMIT:
+                raise PatternTooLarge(self._too_large(len(chosen) * part.nbytes))
+            parts.append(part)
+        if not parts:
+            return np.zeros((0, *self._part(0, heads, rows, keys).shape), np.float32)
+        return np.stack(parts)
+
+    def _too_large(self, nbytes: int) -> str:
+        return (f"This input is long ({self.shape[2]:,} tokens): that much of its attention at once would take "
+                f"{nbytes / 1e9:.1f} GB, so it is recomputed layer by layer instead")
+
+    def __array__(self, dtype=None, copy=None):
+        if self.full_nbytes > MATERIALISE_LIMIT:
+            raise PatternTooLarge(self._too_large(self.full_nbytes))
+        out = np.stack([self.layer(i) for i in range(self.shape[0])])
+        return out if dtype is None else out.astype(dtype)
+
+    def astype(self, dtype, **_):
+        return np.asarray(self, dtype=dtype)
+
+    def layers(self):
+        """Each layer's (n_heads, T_q, T_k) pattern in turn: whole-block work in O(one layer) memory."""
+        for i in range(self.shape[0]):
+            yield self.layer(i)
+
+    def map_layers(self, fn: Callable[[np.ndarray], np.ndarray], shape: tuple) -> LazyPattern:
+        """A LazyPattern whose layer l is ``fn(self.layer(l))`` (word-level merging, hidden tokens...)."""
+        def compute(layer, heads, rows):
+            out = fn(self.layer(layer))
+            if heads is not None:
+                out = out[np.asarray(heads)]
+            if rows is not None:
+                out = out[:, np.asarray(rows)]
+            return np.array(out, dtype=np.float32)
+        return LazyPattern(shape, compute, held=self._held)
+
+
+def qk_pattern(layers: tuple[LayerQK, ...], kv_head: np.ndarray, *, causal: bool,
+               summary: PatternSummary | None = None) -> LazyPattern:
+    """The LazyPattern of a block from its per-layer queries and keys."""
+    kv_head = np.asarray(kv_head, dtype=np.int64)
+    first = layers[0]
+    shape = (len(layers), first.query.shape[0], first.query.shape[1], first.key.shape[1])
+    held = tuple(a for layer in layers for a in (layer.query, layer.key, layer.mask) if a is not None)
+    for a in held:
+        a.setflags(write=False)
+
+    def compute(layer, heads, rows):
+        return layer_pattern(layers[layer], kv_head, causal=causal, heads=heads, rows=rows)
+    pattern = LazyPattern(shape, compute, summary=summary, held=held)
+    pattern.qk = layers
+    return pattern
+
+
+def is_lazy(pattern) -> bool:
+    """True for a long result's per-layer pattern (not a numpy array)."""
+    return isinstance(pattern, LazyPattern)
+
+
+def _four(index) -> tuple:
+    """A numpy index as exactly (layers, heads, rows, keys)."""
+    index = index if isinstance(index, tuple) else (index,)
+    if any(i is Ellipsis for i in index):
+        at = next(n for n, i in enumerate(index) if i is Ellipsis)
+        index = index[:at] + (slice(None),) * (4 - len(index) + 1) + index[at + 1:]
+    if len(index) > 4:
+        raise IndexError("too many indices for a (n_layers, n_heads, query_pos, key_pos) pattern")
+    index = tuple(np.asarray(i) if isinstance(i, list) else i for i in index)
+    return index + (slice(None),) * (4 - len(index))
+
+
+def _is_int(i) -> bool:
+    return isinstance(i, (int, np.integer)) or (isinstance(i, np.ndarray) and i.ndim == 0 and i.dtype.kind in "iu")
+
+
+def _is_full(i) -> bool:
+    return isinstance(i, slice) and i == slice(None)
+
+
+def _is_basic(i) -> bool:
+    return isinstance(i, slice) or _is_int(i)
+
+
 @dataclass(frozen=True)
 class Block:
     """One attention block: the pattern plus the tokens on each axis."""
@@ -148,6 +415,7 @@ class AttentionResult:
     cross_attentions: np.ndarray | None = None    # (L, H, T_dec, T_enc)
     truncated: int = 0                     # tokens dropped to fit max_length
     generated: bool = False                # target produced by greedy decoding
+    notice: str = ""                       # one line for the person about how this result was made
     # Optional per-layer internals (q, k, v, scores...), keyed by (kind, layer);
     # only filled when the capture was asked for them (math page, norm-based
     # attention, efficient-attention lab).

@@ -3,7 +3,12 @@
 VIZ_SERVER_MODE=1      classroom server: only the embedded model and VIZ_ALLOWED_MODELS,
                        no free model field, smaller caps.
 VIZ_ALLOWED_MODELS     comma-separated hub ids / local folders students may pick (server mode).
-VIZ_MAX_TOKENS         tokens per input the app accepts (default 512).
+VIZ_MAX_TOKENS         tokens per input the app accepts, every model (default: 2048 on decoders, 512 on
+                       encoders and encoder-decoders; the model's own limit always applies too).
+VIZ_FULL_PATTERN_MB    largest attention (L x H x T^2 float32) a result holds as one array; longer decoder
+                       inputs keep queries and keys and recompute a layer when shown (default 128).
+VIZ_FULL_FALLBACK_MB   for models whose q and k cannot be recorded, the largest full attention captured
+                       anyway; longer inputs are cut to fit, with a notice (default 768).
 VIZ_MAX_CHARS          characters per input kept before tokenizing; the rest is cut (default 200000).
 VIZ_CACHE_MB           memory for cached results shared by all sessions (default 1024).
 VIZ_CONCURRENT_RUNS    forward passes allowed at once; the rest wait (default 1).
@@ -13,6 +18,15 @@ VIZ_RUN_WAIT_S         longest a run waits for a free slot before a "server busy
 VIZ_UPLOAD_MAX_LINES   texts per corpus upload (default 500; 200 in server mode).
 VIZ_MAX_CORPUS_TEXTS   texts read from a corpus file (CLI `stats --corpus`, default 1000).
 VIZ_MAX_CORPUS_BYTES   largest corpus file read (default 5 MiB).
+VIZ_BATCH_ATTENTION_MB attention one batch of corpus texts may hold, float32 (default 512); also the
+                       bound of one shared forward pass of viz.batching.
+VIZ_BATCHING           1 (default): requests that arrive while the model is busy share its forward passes
+                       (viz.batching: generations decode in one batch, waiting captures run as one pass);
+                       0: one run at a time, the queue of VIZ_CONCURRENT_RUNS only.
+VIZ_BATCH_MAX_SIZE     requests in one shared batch: generations decoding together, or texts in one
+                       forward pass (default 32).
+VIZ_BATCH_MAX_TOKENS   tokens in flight in one shared batch: its rows x its longest row (prompt + new
+                       tokens), the size of the padded key/value cache (default 4096).
 VIZ_CACHE_DIR          where the embedded models are unpacked once
                        (default $XDG_CACHE_HOME/attention-explorer, else ~/.cache/attention-explorer).
 HF_HUB_OFFLINE=1       never contact the Hugging Face hub (also read by huggingface_hub itself).
@@ -45,6 +59,14 @@ class Settings:
     max_chars: int = 200_000
     corpus_max_texts: int = 1000
     corpus_max_bytes: int = 5 * 1024 * 1024
+    batch_attention_mb: int = 512
+    batching: bool = True
+    batch_max_size: int = 32
+    batch_max_tokens: int = 4096
+    # Per-family token caps when VIZ_MAX_TOKENS is not set (max_tokens is then the encoders' one).
+    decoder_max_tokens: int = 2048
+    full_pattern_mb: int = 128
+    full_fallback_mb: int = 768
 
 
 def load() -> Settings:
@@ -54,6 +76,9 @@ def load() -> Settings:
         server_mode=server,
         allowed_models=allowed,
         max_tokens=int(os.environ.get("VIZ_MAX_TOKENS", "512")),
+        decoder_max_tokens=int(os.environ.get("VIZ_MAX_TOKENS", "2048")),
+        full_pattern_mb=int(os.environ.get("VIZ_FULL_PATTERN_MB", "128")),
+        full_fallback_mb=int(os.environ.get("VIZ_FULL_FALLBACK_MB", "768")),
         cache_mb=int(os.environ.get("VIZ_CACHE_MB", "1024")),
         upload_max_lines=int(os.environ.get("VIZ_UPLOAD_MAX_LINES", "200" if server else "500")),
         concurrent_runs=max(1, int(os.environ.get("VIZ_CONCURRENT_RUNS", "1"))),
@@ -62,6 +87,10 @@ def load() -> Settings:
         max_chars=int(os.environ.get("VIZ_MAX_CHARS", "200000")),
         corpus_max_texts=int(os.environ.get("VIZ_MAX_CORPUS_TEXTS", "1000")),
         corpus_max_bytes=int(os.environ.get("VIZ_MAX_CORPUS_BYTES", str(5 * 1024 * 1024))),
+        batch_attention_mb=int(os.environ.get("VIZ_BATCH_ATTENTION_MB", "512")),
+        batching=os.environ.get("VIZ_BATCHING", "1").strip().lower() not in ("0", "false", "no", "off"),
+        batch_max_size=max(1, int(os.environ.get("VIZ_BATCH_MAX_SIZE", "32"))),
+        batch_max_tokens=max(1, int(os.environ.get("VIZ_BATCH_MAX_TOKENS", "4096"))),
     )
 
 
@@ -86,6 +115,11 @@ def cache_dir() -> Path:
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE set: never try to reach the hub."""
     return _flag("HF_HUB_OFFLINE")
+
+
+def environment(*, prefix: str = "VIZ_", names=()) -> dict[str, str]:
+    """The variables to hand to worker processes: every ``prefix`` one, plus ``names``."""
+    return {k: v for k, v in os.environ.items() if k.startswith(prefix) or k in names}
 
 
 def browser_path() -> str | None:

@@ -44,7 +44,7 @@ from scipy.special import entr
 from sklearn.manifold import MDS
 
 from viz import families
-from viz.result import Block, TokenSeq
+from viz.result import Block, TokenSeq, is_lazy
 
 METRICS: tuple[str, ...] = (
     "entropy", "special_share", "punct_share", "self_share",
@@ -185,8 +185,19 @@ def head_metrics(data: Block | np.ndarray, *, special=None, punct=None) -> pd.Da
 def metric_values(data: Block | np.ndarray, *, special=None, punct=None) -> dict[str, np.ndarray]:
     """:func:`head_metrics` as plain arrays: metric name -> (n_layers, n_heads) float64.
 
-    No pandas: corpus runs (:mod:`viz.batch`) call this once per text.
+    No pandas: corpus runs (:mod:`viz.batch`) call this once per text.  A long result's
+    :class:`~viz.result.LazyPattern` gives the values streamed during its capture, or (other
+    token flags, a transformed block) is measured one layer at a time.
     """
+    raw = data.pattern if isinstance(data, Block) else data
+    if is_lazy(raw):
+        if raw.summary is not None and special is None and punct is None and isinstance(data, Block):
+            return {name: raw.summary.metrics[name].copy() for name in METRICS}
+        if isinstance(data, Block):
+            special = data.keys.special if special is None else special
+            punct = punctuation_flags(data.keys) if punct is None else punct
+        per_layer = [metric_values(layer[None], special=special, punct=punct) for layer in raw.layers()]
+        return {name: np.concatenate([v[name] for v in per_layer]) for name in METRICS}
     pattern = _as_pattern(data)                     # (L, H, Tq, Tk)
     n_layers, n_heads, _, n_k = pattern.shape
     if isinstance(data, Block):
@@ -222,6 +233,9 @@ def metric_values(data: Block | np.ndarray, *, special=None, punct=None) -> dict
 
 def first_token_share(data: Block | np.ndarray) -> np.ndarray:
     """Mean over query positions i >= 1 of A[i, 0] -> (n_layers, n_heads); NaN with one query."""
+    raw = data.pattern if isinstance(data, Block) else data
+    if is_lazy(raw) and raw.summary is not None:
+        return raw.summary.metrics["first_token_share"].copy()
     pattern = _as_pattern(data)
     if pattern.shape[2] < 2:
         return np.full(pattern.shape[:2], np.nan)
@@ -274,10 +288,11 @@ def head_distances(data: Block | np.ndarray, *, max_rows: int | None = None) -> 
     The cost grows with heads² x tokens²: ``max_rows`` averages over that many
     evenly spaced query rows instead of all of them (an estimate, for long texts).
     """
-    pattern = _as_pattern(data)
-    n_layers, n_heads, n_q, n_k = pattern.shape
+    raw = data.pattern if isinstance(data, Block) else data
+    n_layers, n_heads, n_q, n_k = raw.shape
     rows = query_rows(n_q, max_rows)
-    flat = pattern[:, :, rows].reshape(n_layers * n_heads, len(rows), n_k)
+    # Rows first: a long result's LazyPattern recomputes only these rows of each layer.
+    flat = _as_pattern(raw[:, :, rows]).reshape(n_layers * n_heads, len(rows), n_k)
     n = flat.shape[0]
     dist = np.zeros((n, n))
     # One head against all later heads at a time: memory stays at n * Tq * Tk.
@@ -577,3 +592,37 @@ def detect_heads(data: Block | np.ndarray, token_ids=None, *, special=None,
         frame["positional_offset"] = offset.reshape(-1)
         frame["special"] = special_scores(data, special=special).reshape(-1)
     return frame
+
+
+@dataclass(frozen=True)
+class Highlight:
+    """A head worth showing first, and one sentence saying why."""
+
+    layer: int
+    head: int
+    why: str
+
+
+def interesting_head(frame: pd.DataFrame) -> Highlight:
+    """The head to greet a newcomer with: one that looks at particular tokens with confidence,
+    not at [CLS]/[SEP], punctuation, the first token (a sink) or itself.
+
+    Score = confidence x (1 - special_share) x (1 - first_token_share) x (1 - self_share)
+    x (1 - punct_share / 2); NaN metrics count as 0 (absent).  ``frame`` is :func:`head_metrics`.
+    """
+    if frame.empty:
+        raise ValueError("no heads")
+    def col(name):
+        return frame[name].fillna(0.0).to_numpy() if name in frame else np.zeros(len(frame))
+    score = (col("confidence") * (1 - col("special_share")) * (1 - col("first_token_share"))
+             * (1 - col("self_share")) * (1 - col("punct_share") / 2))
+    best = frame.iloc[int(np.argmax(score))]
+    layer, head = int(best["layer"]), int(best["head"])
+    if col("prev_share")[int(np.argmax(score))] > 0.5:
+        what = f"mostly looks at the token just before ({best['prev_share']:.0%} of its weight)"
+    elif col("next_share")[int(np.argmax(score))] > 0.5:
+        what = f"mostly looks at the token just after ({best['next_share']:.0%} of its weight)"
+    else:
+        what = (f"puts {best['confidence']:.0%} of each token's attention on one other token, on average, "
+                f"and little on special tokens")
+    return Highlight(layer, head, f"Layer {layer}, head {head} {what}.")

@@ -88,6 +88,32 @@ def attention_scale(zmin: float, zmax: float, *, gamma: float = 1.0) -> list:
     return stops
 
 
+def selection_points(selection) -> list:
+    """The points of a ``st.plotly_chart`` selection, whatever shape it comes in.
+
+    Accepts the selection state (``{"selection": {"points": [...]}}``), its ``"selection"`` part,
+    or the list of points; anything else means no points.
+    """
+    points = selection or []
+    if hasattr(points, "get"):
+        points = points.get("selection", points)
+        points = points.get("points", []) if hasattr(points, "get") else points
+    return [point for point in points or [] if hasattr(point, "get")]
+
+
+def customdata_layer_head(point) -> tuple[int, int] | None:
+    """``(layer, head)`` from the ``customdata`` of a selected point (``[layer, head, ...]``), or None."""
+    custom = point.get("customdata")
+    if isinstance(custom, dict):  # the browser sends typed arrays as {"0": layer, "1": head}
+        custom = [custom.get("0", custom.get(0)), custom.get("1", custom.get(1))]
+    if not isinstance(custom, (list, tuple)) or len(custom) < 2:
+        return None
+    try:
+        return int(float(custom[0])), int(float(custom[1]))
+    except (TypeError, ValueError):
+        return None
+
+
 def export_config(name: str, *, scale: int = 3) -> dict:
     """plotly toolbar config: PNG export with a sensible file name and print resolution."""
     return {"displaylogo": False,

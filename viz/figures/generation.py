@@ -26,7 +26,7 @@ def step_grid_figure(rows: np.ndarray, key_labels, *, kv_head: np.ndarray | None
     k_cat = [f"{j} {lab}" for j, lab in enumerate(key_labels)]
     z = rows.reshape(n_layers * n_heads, n_keys)
     fig = go.Figure(go.Heatmap(
-        z=z, x=k_cat, y=names, colorscale=ATTENTION_SCALE, zmin=0, zmax=float(z.max()) if z.size else 1,
+        z=z, x=k_cat, y=names, colorscale=ATTENTION_SCALE, zmin=0, zmax=float(np.nanmax(z)) if np.isfinite(z).any() else 1,
         colorbar=dict(title="weight"), hovertemplate="%{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"))
     xv, xt = thin_ticks(key_labels, values=k_cat)
     row_px = max(MIN_ROW_PX, min(14, 1400 // max(1, n_layers * n_heads)))

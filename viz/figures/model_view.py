@@ -12,7 +12,7 @@ import base64
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.common import ATTENTION_SCALE
+from viz.figures.common import ATTENTION_SCALE, customdata_layer_head, selection_points
 from viz.result import Block
 from viz.views.model_view import THUMB, build_mosaic, mosaic_png
 
@@ -79,19 +79,13 @@ def thumbnail_from_selection(selection, n_heads: int) -> tuple[int, int] | None:
     Accepts the selection state (``{"selection": {"points": [...]}}``), its ``"selection"``
     part, or the list of points; points of other traces are ignored.
     """
-    if not selection:
-        return None
-    points = selection
-    if isinstance(points, dict) or hasattr(points, "get"):
-        points = points.get("selection", points)
-        points = points.get("points", []) if hasattr(points, "get") else points
-    for point in points or []:
+    for point in selection_points(selection):
         if point.get("curve_number", 1) != 1:
             continue
         index = point.get("point_index", point.get("point_number"))
         if index is not None:
             return divmod(int(index), n_heads)
-        custom = point.get("customdata")
-        if isinstance(custom, (list, tuple)) and len(custom) >= 2:
-            return int(custom[0]), int(custom[1])
+        picked = customdata_layer_head(point)
+        if picked is not None:
+            return picked
     return None

@@ -18,9 +18,11 @@ from viz.figures.common import (
     DIFF_SCALE,
     GRID_SCALE,
     MASKED_BACKGROUND,
+    customdata_layer_head,
     heatmap_side,
     margin,
     mask_future,
+    selection_points,
     thin_ticks,
 )
 from viz.result import has_gqa
@@ -151,17 +153,8 @@ def difference_figure(diff: np.ndarray, query_labels, key_labels, *, title: str 
 
 def selected_head(event) -> tuple[int, int] | None:
     """(layer, head) from a Streamlit plotly selection event of one of these figures, or None."""
-    try:
-        points = event["selection"]["points"]
-    except (KeyError, TypeError):
-        return None
-    for point in points:
-        custom = point.get("customdata") if isinstance(point, dict) else None
-        if isinstance(custom, dict):  # the browser sends arrays as {"0": layer, "1": head}
-            custom = [custom.get("0", custom.get(0)), custom.get("1", custom.get(1))]
-        if custom is not None and len(custom) >= 2:
-            try:
-                return int(float(custom[0])), int(float(custom[1]))
-            except (TypeError, ValueError):
-                continue
+    for point in selection_points(event):
+        picked = customdata_layer_head(point)
+        if picked is not None:
+            return picked
     return None

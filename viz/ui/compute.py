@@ -36,7 +36,8 @@ _INTERNALS = ByteLRU(max(32, SETTINGS.cache_mb // 10) * 1024 * 1024)
 # ---------------------------------------------------------------- models
 @st.cache_resource(max_entries=3, show_spinner=False)
 def _load_model(name: str) -> models.LoadedModel:
-    return models.load_model(None if name == models.EMBEDDED else name, cap=SETTINGS.max_tokens)
+    # cap=None: the family's default cap (2,048 on decoders, 512 otherwise; VIZ_MAX_TOKENS sets both).
+    return models.load_model(None if name == models.EMBEDDED else name)
 
 
 def loaded_model(name: str | None = None) -> models.LoadedModel | None:
@@ -128,7 +129,8 @@ def current_result(*, warn: bool = True) -> AttentionResult | None:
         generated = generation(state.generation_settings())
         if generated is not None:
             return generated.attention
-    result = result_for(**_current_input())
+    heads, mode = state.ablation()
+    result = ablated_result(heads, mode) if heads else result_for(**_current_input())
     if warn and result is not None and result.truncated:
         st.warning(f"Your text was truncated: {result.truncated} tokens were dropped to fit this model's "
                    f"limit of {result.model.max_length} tokens.", icon=":material/content_cut:")
@@ -364,3 +366,77 @@ def logit_lens(text: str, model: str | None, position: int):
         return None
     return _shown_errors(lambda: _RESULTS.get_or_compute(("lens", loaded.path, text, int(position)),
                                                          lambda: lens(text, loaded, position=int(position))))
+
+
+
+# ---------------------------------------------------------------- ablation
+def ablated_result(heads, mode: str) -> AttentionResult | None:
+    """The current input captured with ``heads`` knocked out (every view can show it)."""
+    from viz.ablation import ablated_capture
+    inputs = _current_input()
+    loaded = loaded_model(inputs["model"])
+    if loaded is None:
+        return None
+    key = ("ablated", *_input_key(loaded, inputs["text"], inputs["pair"], inputs["target"]), tuple(heads), mode)
+    return _shown_errors(lambda: _RESULTS.get_or_compute(key, lambda: ablated_capture(
+        inputs["text"], heads, model=loaded, mode=mode, pair=inputs["pair"] or None,
+        target=inputs["target"] or None)))
+
+
+def ablation_effect(heads, mode: str):
+    """What knocking ``heads`` out does to the output for the current text (decoder or encoder effect)."""
+    from viz.ablation import effect
+    inputs = _current_input()
+    loaded = loaded_model(inputs["model"])
+    if loaded is None:
+        return None
+    key = ("effect", loaded.path, inputs["text"], tuple(heads), mode)
+    return _shown_errors(lambda: _RESULTS.get_or_compute(key, lambda: effect(inputs["text"], heads, model=loaded,
+                                                                             mode=mode)))
+
+
+def masked_effect(heads, mode: str):
+    """The masked-LM top-k before/after for the current text (its first mask token), or None."""
+    from viz.ablation import has_masked_lm, masked_top_k
+    inputs = _current_input()
+    loaded = loaded_model(inputs["model"])
+    if loaded is None or loaded.info.family != "encoder" or not has_masked_lm(loaded):
+        return None
+    key = ("masked", loaded.path, inputs["text"], tuple(heads), mode)
+    return _shown_errors(lambda: _RESULTS.get_or_compute(key, lambda: masked_top_k(inputs["text"], heads,
+                                                                                   model=loaded, mode=mode)))
+
+
+def continuation(heads, mode: str, new: int = 20):
+    """Greedy continuations of the current text before and after the ablation (decoders)."""
+    from viz.ablation import continuation as continue_text
+    inputs = _current_input()
+    loaded = _decoder(inputs["model"])
+    if loaded is None:
+        return None
+    key = ("continuation", loaded.path, inputs["text"], tuple(heads), mode, new)
+    with st.spinner("Generating with and without those heads…"):
+        return _shown_errors(lambda: _RESULTS.get_or_compute(key, lambda: continue_text(
+            inputs["text"], heads, model=loaded, mode=mode, max_new_tokens=new)))
+
+
+def head_importance(method: str, mode: str = "zero"):
+    """Importance of every head for the current text, with a progress bar (shared cache)."""
+    from viz.ablation import head_importance as importance
+    inputs = _current_input()
+    loaded = loaded_model(inputs["model"])
+    if loaded is None:
+        return None
+    key = ("importance", loaded.path, inputs["text"], method, mode)
+    cached = _RESULTS.get(key)
+    if cached is not None:
+        return cached
+    bar = st.progress(0.0, text="Scoring every head…")
+
+    def on_progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"Scoring every head… {done} of {total}")
+    try:
+        return _shown_errors(lambda: _RESULTS.get_or_compute(key, lambda: importance(
+            inputs["text"], method=method, model=loaded, mode=mode, on_progress=on_progress)))
+    finally:
+        bar.empty()

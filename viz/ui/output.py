@@ -41,9 +41,19 @@ def presenting() -> bool:
 
 
 def theme() -> str:
-    """"dark" or "light": the theme the person's browser shows the app in (views draw to match)."""
-    current = getattr(getattr(st, "context", None), "theme", None)
-    return "dark" if getattr(current, "type", None) == "dark" else "light"
+    """"dark" or "light": the theme the app is shown in, the best guess a server has.
+
+    The canvas heatmap and the head view follow the real theme in the browser by themselves; this
+    is their first guess and the only one for pictures drawn on the server (the model view's PNG).
+    On a session's first run st.context.theme is not known yet (Streamlit 1.67 reports "light"
+    even under theme.base=dark), so the configured base wins there.
+    """
+    base = st.get_option("theme.base")
+    seen = getattr(getattr(st.context, "theme", None), "type", None)
+    if base and not st.session_state.get("_theme_seen"):
+        st.session_state["_theme_seen"] = True
+        return "dark" if base == "dark" else "light"
+    return "dark" if (seen or base) == "dark" else "light"
 
 
 def figure_font_px() -> int:

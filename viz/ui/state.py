@@ -52,6 +52,8 @@ PARAMS: dict[str, Param] = {
     "zoom": Param("0", omit_default=True, doc="1: the heatmap as a zoomable plotly chart"),
     "present": Param("0", omit_default=True, doc="1: presentation mode"),
     "ablate": Param("", omit_default=True, doc="heads knocked out, `L:H,L:H`, on every view"),
+    "mode": Param("zero", omit_default=True, doc="ablation: `zero` or `mean` (each head's mean output)"),
+    "method": Param("gradient", omit_default=True, doc="ablation page: head importance by `gradient` or `ablation`"),
     # head view
     "slice": Param("all", omit_default=True, doc="sentence-pair slice of the head view"),
     "mass": Param("off", omit_default=True, doc="share of each row's weight the head view keeps"),
@@ -161,6 +163,7 @@ def sync_inputs() -> None:
         set_url(name, get(name))
     if flag("gen"):
         sync_generation()
+    sync_ablation()
 
 
 def set_input(*, text: str, pair: str = "", target: str = "", model: str | None = None,
@@ -309,6 +312,13 @@ def _page_paths() -> set[str]:
         return set()
 
 
+def page_link(url_path: str, **params) -> str:
+    """A relative link to another page that keeps the current input (and sets ``params``)."""
+    query = {k: v for k, v in st.query_params.to_dict().items() if k in ("model", "text", "pair", "target")}
+    query.update({k: str(v) for k, v in params.items()})
+    return share_url("", url_path, query).lstrip("/")
+
+
 def current_url(url_path: str) -> str:
     base = app_base(st.context.url, _page_paths() | {url_path})
     return share_url(base, url_path, st.query_params.to_dict())
@@ -385,3 +395,40 @@ def sync_generation() -> None:
     set_url("top_p", g.top_p if g.sample else None)
     set_url("seed", g.seed if g.sample else None)
     set_url("branch", format_branch(g.branch))
+
+
+
+# ---------------------------------------------------------------- ablation (heads knocked out on every view)
+def ablation() -> tuple[tuple[tuple[int, int], ...], str]:
+    """The heads knocked out (sorted (layer, head) pairs) and the mode, as last applied or linked."""
+    from viz.ablation_result import HeadSpecError, parse_heads
+    url = url_value("ablate", "")
+    if get("ablate") is None or (url and url != st.session_state.get("_url_ablate")):   # a link, a preset
+        put("ablate", url)
+        put("mode", url_value("mode", "zero") if url_value("mode") in ("zero", "mean") else "zero")
+        st.session_state["_url_ablate"] = url
+    try:
+        heads = parse_heads(get("ablate")) if get("ablate") else ()
+    except HeadSpecError:
+        heads = ()
+    return heads, get("mode", "zero")
+
+
+def set_ablation(heads, mode: str = "zero") -> None:
+    from viz.ablation_result import format_heads
+    put("ablate", format_heads(sorted(set(heads))))
+    put("mode", mode)
+    st.session_state["_url_ablate"] = get("ablate")
+    sync_ablation()
+
+
+def knock_out(layer: int, head: int) -> None:
+    """Add one head to the knocked-out set (a button next to a page's head picker)."""
+    heads, mode = ablation()
+    set_ablation({*heads, (int(layer), int(head))}, mode)
+
+
+def sync_ablation() -> None:
+    heads, mode = ablation()
+    set_url("ablate", get("ablate") if heads else None)
+    set_url("mode", mode if heads else None)

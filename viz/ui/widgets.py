@@ -45,6 +45,12 @@ def page(title: str, caption: str | None = None, *, needs_result: bool = True,
     if state.flag("gen"):
         st.caption("Showing the prompt and the tokens the model generated (gen mode: switch it off on the "
                    "Generate page).")
+    knocked, mode = state.ablation()
+    if knocked and not language_model:
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.warning(f"Heads knocked out ({mode}): " + ", ".join(f"L{lay} H{hd}" for lay, hd in knocked)
+                       + ". Everything below is the model without them.", icon=":material/block:")
+            st.button("Restore all heads", key="restore_heads", on_click=state.set_ablation, args=((),))
     result = compute.current_result()
     if result is None:
         st.stop()
@@ -142,6 +148,11 @@ def pick_layer_head(block: Block, *, allow_mean: bool = True) -> tuple[int, int 
     with row():
         layer = pick("layer", st.selectbox, "Layer", layers, format_func=lambda v: f"layer {v}")
         head = pick("head", st.selectbox, "Head", heads, format_func=label)
+        if head != "mean":
+            st.button("Knock this head out", key="knock_out", type="tertiary", icon=":material/block:",
+                      on_click=state.knock_out, args=(int(layer), int(head)),
+                      help="Rerun the model without this head: every page then shows the ablated run "
+                           "(see the Ablation page for its effect on the output).")
     return int(layer), None if head == "mean" else int(head)
 
 

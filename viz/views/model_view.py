@@ -82,11 +82,17 @@ def build_mosaic(pattern: np.ndarray, *, thumb: int = THUMB, normalize: str = "h
     """
     if normalize not in ("head", "global"):
         raise ValueError("normalize must be 'head' or 'global'")
-    p = np.asarray(pattern, dtype=np.float32)
-    if p.ndim != 4:
-        raise ValueError(f"pattern must be (n_layers, n_heads, query_pos, key_pos), got {p.shape}")
-    n_layers, n_heads = p.shape[:2]
-    small = downsample(p, size=thumb)                          # (L, H, cell_h, cell_w)
+    summary = getattr(pattern, "summary", None)   # a long result's LazyPattern: thumbnails streamed at capture
+    if summary is not None and summary.thumb == thumb:
+        small = summary.thumbs                                 # (L, H, cell_h, cell_w)
+    elif summary is not None or getattr(pattern, "layers", None) is not None:
+        small = np.stack([downsample(layer, size=thumb) for layer in pattern.layers()])
+    else:
+        p = np.asarray(pattern, dtype=np.float32)
+        if p.ndim != 4:
+            raise ValueError(f"pattern must be (n_layers, n_heads, query_pos, key_pos), got {p.shape}")
+        small = downsample(p, size=thumb)                      # (L, H, cell_h, cell_w)
+    n_layers, n_heads = small.shape[:2]
     cell_h, cell_w = small.shape[-2:]
     if normalize == "head":
         top = small.max(axis=(-2, -1), keepdims=True)

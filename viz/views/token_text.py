@@ -10,11 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from viz.figures.common import colour_lut
+from viz.figures.common import ATTENTION_SCALE, colour_lut
 from viz.views.escape import html_text
 from viz.views.template import asset
 
-ATTENTION_SCALE = "Blues"
 SURPRISAL_SCALE = "OrRd"
 
 

@@ -1,0 +1,88 @@
+"""Head ablation timings on the embedded LLM (SmolLM2-135M, 30 x 9 heads) and MiniLM (6 x 12 heads).
+
+Per model and length (32 and 128 tokens):
+  one ablation      decoder_effect / encoder_effect with 2 heads out (a clean and an ablated pass)
+  gradient          gradient_importance (one forward + one backward; MiniLM: 32 probe rows)
+  all heads batched ablation_importance, default: one layer's heads per pass, fanned out at that layer
+  all heads, 27 rows ablation_importance(rows_per_pass=27): three layers per pass
+  no prefix sharing ablation_importance(share_prefix=False): the input repeated, every layer per row
+  one at a time     ablation_importance(rows_per_pass=1): one forward pass per head
+plus the 1-minute load average, so a reader can tell how busy the shared machine was.
+
+Usage: python benchmarks/ablation.py [--lengths 32 128] [--repeat 3] [--models embedded-llm embedded]
+       [--skip-one-at-a-time-above 64]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from common import text_of
+
+from viz import ablation
+from viz.ablation_result import spearman
+from viz.models import EMBEDDED, EMBEDDED_LLM, load_model
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    """Median seconds over ``repeat`` runs (at least one) and the last result."""
+    times, result = [], None
+    for _ in range(max(1, repeat)):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--models", nargs="+", default=[EMBEDDED_LLM, EMBEDDED])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-one-at-a-time-above", type=int, default=10_000,
+                    help="skip the one-at-a-time baseline above this many tokens (it is the slow one)")
+    args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores; other engineers' jobs included)")
+    print("| model | tokens | one ablation (s) | gradient (s) | all heads batched (s) | 27 rows/pass (s) "
+          "| no prefix sharing (s) | one at a time (s) | speed-up | Spearman(gradient, ablation) | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        loaded = load_model(name)
+        for n in args.lengths:
+            _row(args, name, loaded, n)
+
+
+def _row(args, name: str, loaded, n: int) -> None:
+    """One table row: every timing for one model at one length."""
+    n_heads = loaded.info.n_layers * loaded.info.n_heads
+    text = text_of(n, loaded)
+    ablation.effect(text, [(0, 0)], model=loaded)   # warm-up: first-call allocations, hook install
+
+    def importance(**kw):
+        return ablation.ablation_importance(text, model=loaded, **kw)
+
+    one, _ = timed(lambda: ablation.effect(text, [(1, 2), (3, 4)], model=loaded), args.repeat)
+    grad_s, grad = timed(lambda: ablation.gradient_importance(text, model=loaded), args.repeat)
+    batched_s, batched = timed(importance, args.repeat)
+    packed_s, _ = timed(lambda: importance(rows_per_pass=27), 1)
+    repeated_s, _ = timed(lambda: importance(share_prefix=False), 1)
+    if n <= args.skip_one_at_a_time_above:
+        single_s, single = timed(lambda: importance(rows_per_pass=1), 1)
+        speedup = f"{single_s / batched_s:.1f}x"
+        assert abs(single.importance - batched.importance).max() < 1e-5
+    else:
+        single_s, speedup = float("nan"), "-"
+    print(f"| {name} ({n_heads} heads) | {len(grad.tokens)} | {one:.2f} | {grad_s:.2f} | {batched_s:.2f} "
+          f"| {packed_s:.2f} | {repeated_s:.2f} | {single_s:.2f} | {speedup} | {spearman(grad, batched):.2f} "
+          f"| {os.getloadavg()[0]:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
