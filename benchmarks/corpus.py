@@ -9,7 +9,8 @@ the process's memory moves while the corpus streams.
     ray            batch.corpus_file_stats(engine="ray", workers=2): a local Ray, 2 actors x 1 thread;
                    texts/s counted from the first chunk handed out (Ray and worker start-up reported apart)
 
-Usage: python benchmarks/corpus.py [--lines 2000] [--llm-lines 200] [--batch-size 16] [--models embedded,embedded-llm]
+Usage: python benchmarks/corpus.py [--lines 2000] [--llm-lines 200] [--batch-size 16] [--threads N]
+                                   [--models embedded,embedded-llm]
 The machine may be shared: compare the ratios, and read the load average printed with each figure.
 """
 from __future__ import annotations
@@ -86,8 +87,12 @@ def main() -> None:
     ap.add_argument("--llm-batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--models", default="embedded,embedded-llm")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of this process (one at a time, batched local); default torch's")
     args = ap.parse_args()
     import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"# {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load average at start {load()}\n")
     print("| model | lines | one at a time | batched local | ray, 2 workers | batched / one | ray / local "
           "| max gap batched-one | max gap ray-local | ray start-up | RSS after 25% -> 100% |")

@@ -44,8 +44,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests" / "browser"))
+from browser_tools import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
 ANIMALS = ("cat dog horse rabbit fox owl lion tiger bear wolf mouse goat sheep duck eagle shark whale frog "
            "snake monkey zebra camel deer bee ant crab seal swan hawk moose otter parrot turtle").split()

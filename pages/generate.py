@@ -51,7 +51,7 @@ with right:
     ui.show_figure(topk_figure(top_labels, top_probs, chosen=chosen[0] if chosen else None,
                                title=f"What the model expected at step {step + 1}"),
                    name=f"generation_top_step{step + 1}", key="gen_topk")
-    st.caption(f"Probabilities at temperature 1 (softmax of the raw logits)"
+    st.caption("Probabilities at temperature 1 (softmax of the raw logits)"
                + (f"; {generated.step_probs[step]:.1%} for the chosen token." if not chosen else ".")
                + (" This token was forced by a branch." if generated.forced[step] else ""))
     ui.branch_buttons(settings, step, generated)

@@ -270,6 +270,47 @@ def test_continuation_before_and_after(loaded, refs):
     assert int(mean.after.step_ids[0]) == greedy(1, heads, "mean")[0]
 
 
+@pytest.mark.parametrize("family", ["encoder-decoder", "t5"])
+@pytest.mark.parametrize("kind", ["encoder", "cross"])
+def test_encoder_decoder_ablated_capture(tiny_models, family, kind):
+    """BART's out_proj and T5's o: encoder heads, and cross-attention heads of the decoder."""
+    from transformers import AutoModelForSeq2SeqLM
+    m = load_model(tiny_models[family])
+    target = "the cat sat"
+    plain = capture(TEXT, target=target, model=m)
+    knocked = ablation.ablated_capture(TEXT, [(0, 1), (0, 3)], model=m, kind=kind, target=target)
+    ref = AutoModelForSeq2SeqLM.from_pretrained(tiny_models[family], attn_implementation="eager").eval()
+    if family == "t5":
+        stack = ref.encoder.block if kind == "encoder" else ref.decoder.block
+        proj = stack[0].layer[0 if kind == "encoder" else 1].EncDecAttention.o if kind == "cross" \
+            else stack[0].layer[0].SelfAttention.o
+    else:
+        layer = (ref.model.encoder if kind == "encoder" else ref.model.decoder).layers[0]
+        proj = layer.self_attn.out_proj if kind == "encoder" else layer.encoder_attn.out_proj
+    d = proj.in_features // 4
+
+    def hook(module, args):
+        x = args[0].clone()
+        for h in (1, 3):
+            x[..., h * d:(h + 1) * d] = 0
+        return (x,)
+
+    tok = _tokenizer(m.path)
+    enc = tok(TEXT, return_tensors="pt")
+    dec = torch.from_numpy(knocked.decoder.token_ids)[None]
+    handle = proj.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            out = ref(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], decoder_input_ids=dec,
+                      output_attentions=True)
+    finally:
+        handle.remove()
+    changed = "encoder_attentions" if kind == "encoder" else "decoder_attentions"
+    assert not np.allclose(getattr(knocked, changed)[1], getattr(plain, changed)[1], atol=1e-6)
+    assert np.allclose(getattr(knocked, changed)[1], getattr(out, changed)[1][0].numpy(), atol=1e-6)
+    assert np.allclose(knocked.cross_attentions[1], out.cross_attentions[1][0].numpy(), atol=1e-6)
+
+
 # ---------------------------------------------------------------- isolation
 def test_concurrent_sessions_never_see_each_others_ablation(loaded):
     m = loaded["llama"]

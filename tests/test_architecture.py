@@ -18,7 +18,7 @@ VIZ = ROOT / "viz"
 
 # The modules allowed to import torch or transformers (the torch tier).
 TORCH_TIER = {"viz.models", "viz.capture", "viz.attention_fn", "viz.embedded", "viz.generation", "viz.lm",
-              "viz.ablation", "viz.batch", "viz.ray_engine", "viz.costbench", "viz.families_torch"}
+              "viz.ablation", "viz.batch", "viz.batching", "viz.ray_engine", "viz.costbench", "viz.families_torch"}
 HEAVY = ("torch", "transformers", "tokenizers", "accelerate", "gguf")
 PAGE_MAX_LINES = 130
 

@@ -234,7 +234,7 @@ def direct_value_out(loaded, kind, layer, text, target=None):
             w_o = attn.output.dense.weight.T            # Linear stores (out, in)
         elif loaded.info.family == "decoder":          # GPT-2: ln_1 of the block input, then c_attn
             out = model(**enc, output_hidden_states=True)
-            block = model.h[layer]
+            block = model.transformer.h[layer]          # GPT2LMHeadModel: decoders load with their LM head
             x = block.ln_1(out.hidden_states[layer][0])
             value = block.attn.c_attn(x).split(loaded.info.d_model, dim=-1)[2]
             w_o = block.attn.c_proj.weight              # Conv1D stores (in, out)

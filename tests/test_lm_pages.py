@@ -86,3 +86,30 @@ def test_generate_page_without_a_model_uses_the_embedded_llm(app_test):
     at = app_test("pages/generate.py", text="The capital of France is", new=2)
     assert not at.exception and not at.error
     assert at.session_state["viz_model"] == "embedded-llm"
+
+
+def test_ablation_page_shows_the_effect_and_every_page_the_ablated_run(app_test, llama):
+    from viz.ablation import ablated_capture, decoder_effect
+    at = app_test("pages/ablation.py", model=llama, text=PROMPT, ablate="1:0,0:3")
+    assert not at.exception and not at.error
+    expected = decoder_effect(PROMPT, [(0, 3), (1, 0)], model=load_model(llama))
+    shown = [m.value for m in at.metric if m.label.startswith("Mean KL")]
+    assert shown and abs(float(shown[0].split()[0]) - expected.mean_kl) < 1e-4
+    assert at.multiselect(key="w_ablate").value == ["L0 H3 · KV 1", "L1 H0 · KV 0"]
+    # the heatmap page shows the run without those heads, and says so
+    at = app_test("pages/heatmap.py", model=llama, text=PROMPT, ablate="0:3", layer=1, head=0)
+    assert any("Heads knocked out (zero): L0 H3" in w.value for w in at.warning)
+    from viz.ui import compute
+    key = ("ablated", load_model(llama).path, PROMPT, "", "", ((0, 3),), "zero")
+    np.testing.assert_array_equal(compute._RESULTS.get(key).attentions,
+                                  ablated_capture(PROMPT, [(0, 3)], model=load_model(llama)).attentions)
+
+
+def test_knock_this_head_out_from_a_head_picker(app_test, llama):
+    at = app_test("pages/heatmap.py", model=llama, text=PROMPT, layer=1, head=2)
+    at.button(key="knock_out").click().run()
+    assert not at.exception
+    ablate = at.query_params["ablate"]
+    assert (ablate[0] if isinstance(ablate, list) else ablate) == "1:2"
+    at.button(key="restore_heads").click().run()
+    assert "ablate" not in at.query_params

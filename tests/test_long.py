@@ -42,8 +42,12 @@ def long_llama(tmp_path_factory):
 
 @pytest.fixture
 def long_mode(monkeypatch):
-    """Every decoder input above 1 MB of attention takes the long path (the default is 128 MB)."""
+    """Every decoder input above 1 MB of attention takes the long path (the default is 128 MB), and
+    at most 40 MB of it may be materialised at once: one layer here (36 MB at 1,500 tokens), not all
+    three, as one 151 MB layer fits the default 512 MB and the LLM's 4.5 GB whole does not."""
+    import viz.result
     monkeypatch.setattr(capture_module, "SETTINGS", dataclasses.replace(capture_module.SETTINGS, full_pattern_mb=1))
+    monkeypatch.setattr(viz.result, "MATERIALISE_LIMIT", 40 * 1024 * 1024)
 
 
 @pytest.fixture

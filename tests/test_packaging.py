@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from browser_tools import shot, wait_for_app
-from installed import ROOT, build_wheel, clean_env, install, installed_venv, make_venv
+from installed import ROOT, clean_env, install, installed_venv, make_venv
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 

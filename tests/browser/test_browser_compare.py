@@ -65,7 +65,7 @@ def test_detectors_for_a_decoder(app_test, tiny_models):
     at = app_test(PAGE, text="the cat sat on the mat", model=tiny_models["decoder"], cmp_tab="Detectors")
     _no_errors(at)
     det = at.dataframe[0].value
-    assert list(det.columns) == ["layer", "head", "previous_token", "duplicate_token", "induction"]
+    assert list(det.columns) == ["layer", "head", "previous_token", "duplicate_token", "induction", "sink"]  # sink: issue 14
     assert len(det) == 2 * 4 and det["induction"].between(0, 1).all()
 
 

@@ -403,10 +403,12 @@ def ablation() -> tuple[tuple[tuple[int, int], ...], str]:
     """The heads knocked out (sorted (layer, head) pairs) and the mode, as last applied or linked."""
     from viz.ablation_result import HeadSpecError, parse_heads
     url = url_value("ablate", "")
-    if get("ablate") is None or (url and url != st.session_state.get("_url_ablate")):   # a link, a preset
+    # Take the URL's heads on the first run and when the URL changed from outside since we last
+    # looked (a link, a gallery preset); otherwise the session's choice stands.
+    if get("ablate") is None or (url and url != st.session_state.get("_url_ablate")):
         put("ablate", url)
         put("mode", url_value("mode", "zero") if url_value("mode") in ("zero", "mean") else "zero")
-        st.session_state["_url_ablate"] = url
+    st.session_state["_url_ablate"] = url
     try:
         heads = parse_heads(get("ablate")) if get("ablate") else ()
     except HeadSpecError:
@@ -418,7 +420,6 @@ def set_ablation(heads, mode: str = "zero") -> None:
     from viz.ablation_result import format_heads
     put("ablate", format_heads(sorted(set(heads))))
     put("mode", mode)
-    st.session_state["_url_ablate"] = get("ablate")
     sync_ablation()
 
 
