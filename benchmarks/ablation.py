@@ -30,14 +30,22 @@ from viz import ablation
 from viz.ablation_result import spearman
 from viz.models import EMBEDDED, EMBEDDED_LLM, load_model
 
+CPU: list[float] = []   # process CPU seconds of the last timed() call, median over its runs
+
 
 def timed(fn, repeat: int) -> tuple[float, object]:
-    """Median seconds over ``repeat`` runs (at least one) and the last result."""
-    times, result = [], None
+    """Median wall seconds over ``repeat`` runs (at least one) and the last result.
+
+    The process CPU time of the same runs goes to CPU[-1]: on a busy shared machine the wall time
+    mostly measures the neighbours, the CPU time what the work itself costs.
+    """
+    times, cpu, result = [], [], None
     for _ in range(max(1, repeat)):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = fn()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    CPU.append(statistics.median(cpu))
     return statistics.median(times), result
 
 
@@ -46,12 +54,17 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--models", nargs="+", default=[EMBEDDED_LLM, EMBEDDED])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own, 2 here)")
     ap.add_argument("--skip-one-at-a-time-above", type=int, default=10_000,
                     help="skip the one-at-a-time baseline above this many tokens (it is the slow one)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores; other engineers' jobs included)")
-    print("| model | tokens | one ablation (s) | gradient (s) | all heads batched (s) | 27 rows/pass (s) "
-          "| no prefix sharing (s) | one at a time (s) | speed-up | Spearman(gradient, ablation) | load |")
+    print("Wall seconds, with process CPU seconds in brackets.\n")
+    print("| model | tokens | one ablation | gradient | all heads batched | 27 rows/pass "
+          "| no prefix sharing | one at a time | speed-up (wall / CPU) | Spearman(gradient, ablation) | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         loaded = load_model(name)
@@ -68,19 +81,25 @@ def _row(args, name: str, loaded, n: int) -> None:
     def importance(**kw):
         return ablation.ablation_importance(text, model=loaded, **kw)
 
-    one, _ = timed(lambda: ablation.effect(text, [(1, 2), (3, 4)], model=loaded), args.repeat)
+    def cell(seconds: float) -> str:
+        return f"{seconds:.2f} ({CPU[-1]:.2f})"
+
+    one = cell(timed(lambda: ablation.effect(text, [(1, 2), (3, 4)], model=loaded), args.repeat)[0])
     grad_s, grad = timed(lambda: ablation.gradient_importance(text, model=loaded), args.repeat)
+    grad_cell = cell(grad_s)
     batched_s, batched = timed(importance, args.repeat)
-    packed_s, _ = timed(lambda: importance(rows_per_pass=27), 1)
-    repeated_s, _ = timed(lambda: importance(share_prefix=False), 1)
+    batched_cell, batched_cpu = cell(batched_s), CPU[-1]
+    packed = cell(timed(lambda: importance(rows_per_pass=27), 1)[0])
+    repeated = cell(timed(lambda: importance(share_prefix=False), 1)[0])
     if n <= args.skip_one_at_a_time_above:
         single_s, single = timed(lambda: importance(rows_per_pass=1), 1)
-        speedup = f"{single_s / batched_s:.1f}x"
+        single_cell = cell(single_s)
+        speedup = f"{single_s / batched_s:.1f}x / {CPU[-1] / batched_cpu:.1f}x"
         assert abs(single.importance - batched.importance).max() < 1e-5
     else:
-        single_s, speedup = float("nan"), "-"
-    print(f"| {name} ({n_heads} heads) | {len(grad.tokens)} | {one:.2f} | {grad_s:.2f} | {batched_s:.2f} "
-          f"| {packed_s:.2f} | {repeated_s:.2f} | {single_s:.2f} | {speedup} | {spearman(grad, batched):.2f} "
+        single_cell, speedup = "-", "-"
+    print(f"| {name} ({n_heads} heads) | {len(grad.tokens)} | {one} | {grad_cell} | {batched_cell} | {packed} "
+          f"| {repeated} | {single_cell} | {speedup} | {spearman(grad, batched):.2f} "
           f"| {os.getloadavg()[0]:.1f} |", flush=True)
 
 

@@ -16,9 +16,11 @@ with ui.row():
     zoom = ui.flag_toggle("zoom", "Zoom and pan", "Draw with plotly: drag a box to zoom in, double-click to "
                                                   "zoom out. Loads a larger chart library.")
 
-layers = block.pattern if all_layers else block.pattern[layer:layer + 1]
-per_layer = aggregate.aggregate_heads(layers, how=combine) if head is None else layers[:, head]  # (L', T_q, T_k)
-pattern = per_layer.mean(axis=0)
+if all_layers:   # streamed over layers: a long input's layers are recomputed one at a time
+    pattern = aggregate.layers_mean(block.pattern, head=head, how=combine)
+else:
+    layers = block.pattern[layer:layer + 1]
+    pattern = (aggregate.aggregate_heads(layers, how=combine) if head is None else layers[:, head]).mean(axis=0)
 where = "all layers (mean)" if all_layers else f"layer {layer}"
 which = f"{combine} of heads" if head is None else ui.head_label(head, block.kv_head)
 title = f"{ui.KIND_LABELS[kind]} · {where} · {which}"

@@ -231,7 +231,7 @@ def cli_main(*args) -> int:
 def run_cli(*args, timeout=300):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-m", "viz", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def test_cli_generate_npz_and_capture_kv_head(llama, tiny_models, tmp_path):
@@ -320,3 +320,14 @@ def test_embedded_llm_conversion_is_atomic_and_runs_once(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
     assert any("waiting" in m for _, m in messages[1]) and messages[1][-1][0] == 1.0
     assert embedded.embedded_llm_dir() == results[0]      # later calls find it at once
+
+
+def test_internals_of_the_generated_sequence(llama):
+    """internals=True records q/k/v/scores in the final pass, as a capture of the finished text would."""
+    result = generate(PROMPT, llama, max_new_tokens=4, internals=True)
+    for layer in range(2):
+        rec = result.attention.internals[("decoder", layer)]
+        np.testing.assert_allclose(rec.pattern, result.attentions[layer], atol=1e-6)
+        masked = np.where(rec.mask, rec.scores, -np.inf)
+        soft = np.exp(masked - masked.max(-1, keepdims=True))
+        np.testing.assert_allclose(soft / soft.sum(-1, keepdims=True), rec.pattern, atol=1e-5)

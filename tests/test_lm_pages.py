@@ -113,3 +113,16 @@ def test_knock_this_head_out_from_a_head_picker(app_test, llama):
     assert (ablate[0] if isinstance(ablate, list) else ablate) == "1:2"
     at.button(key="restore_heads").click().run()
     assert "ablate" not in at.query_params
+
+
+def test_math_page_in_gen_mode_reads_the_generated_sequence(app_test, llama):
+    """The math page's check (softmax of the recorded scores vs the model's weights) on a generated text."""
+    ref = generate(PROMPT, load_model(llama), max_new_tokens=3)
+    last = len(ref.attention.tokens) - 1
+    at = app_test("pages/attention_math.py", model=llama, text=PROMPT, new=3, gen=1, layer=1, head=3, query=last)
+    assert not at.exception and not at.error
+    assert at.selectbox(key="w_query").value == last            # a generated token's row exists
+    (message,) = [s.value for s in at.success]
+    import re
+    assert float(re.search(r"= \*\*([0-9.e+-]+)\*\*", message).group(1)) <= 1e-5
+    assert any("share one key/value head" in i.value for i in at.info)   # GQA said on the math page

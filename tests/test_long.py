@@ -208,3 +208,21 @@ def test_every_page_runs_on_a_long_input(app_test, long_llama, long_mode, page):
     at = app_test(page, model=long_llama, text=long_text(), new=2)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+
+
+def test_whole_block_helpers_stream_over_layers(pair, long_mode):
+    from viz import aggregate, efficient
+    lazy, full = pair
+    lp, fp = lazy.decoder_attentions, full.decoder_attentions
+    for head, how in ((None, "mean"), (None, "max"), (2, "mean")):
+        np.testing.assert_allclose(aggregate.layers_mean(lp, head=head, how=how),
+                                   aggregate.layers_mean(fp, head=head, how=how), atol=1e-5)
+    moved = aggregate.transform_block(lazy.block(), word_level=True, hide_first=True)
+    ref = aggregate.transform_block(full.block(), word_level=True, hide_first=True)
+    assert moved.queries.labels == ref.queries.labels and moved.pattern.shape == ref.pattern.shape
+    assert np.abs(moved.pattern[1] - ref.pattern[1]).max() < 1e-5
+    config = efficient.PatternConfig()
+    a = efficient.head_summary(lp, config=config, causal=True)
+    b = efficient.head_summary(fp, config=config, causal=True)
+    np.testing.assert_allclose(a.local, b.local, atol=1e-5)
+    np.testing.assert_allclose(a.kept, b.kept, atol=1e-5)

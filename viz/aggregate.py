@@ -221,9 +221,36 @@ def transform_block(block: Block, *, word_level: bool = False, hide_special: boo
     """
     if not (word_level or hide_special or hide_first):
         return block
-    pattern, queries, keys = transform_matrix(block.pattern, block.queries, block.keys, word_level=word_level,
-                                              hide_special=hide_special, hide_first=hide_first)
+    options = dict(word_level=word_level, hide_special=hide_special, hide_first=hide_first)
+    if not isinstance(block.pattern, np.ndarray) and hasattr(block.pattern, "map_layers"):
+        # A long result (viz.result.LazyPattern): transform each layer when it is materialised.
+        first, queries, keys = transform_matrix(block.pattern[0][None], block.queries, block.keys, **options)
+
+        def one_layer(layer: np.ndarray) -> np.ndarray:
+            return transform_matrix(layer[None], block.queries, block.keys, **options)[0][0]
+        pattern = block.pattern.map_layers(one_layer, (block.n_layers, *first.shape[1:]))
+        return Block(block.kind, pattern, queries, keys, block.causal, kv_head=block.kv_head)
+    pattern, queries, keys = transform_matrix(block.pattern, block.queries, block.keys, **options)
     return Block(block.kind, pattern, queries, keys, block.causal, kv_head=block.kv_head)
+
+
+def layers_mean(pattern, *, head: int | None = None, how: str = "mean") -> np.ndarray:
+    """(T_q, T_k) float32: the mean over layers of one head, or of the heads combined by ``how``.
+
+    A long result's LazyPattern is streamed one layer at a time (the mean of heads comes from the
+    summary its capture streamed), so no (n_layers, n_heads, T, T) array is built.
+    """
+    summary = getattr(pattern, "summary", None)
+    if head is None and how == "mean" and summary is not None and summary.layer_mean is not None:
+        return summary.layer_mean
+    if isinstance(pattern, np.ndarray):
+        per_layer = aggregate_heads(pattern, how=how) if head is None else pattern[:, head]   # (L, T_q, T_k)
+        return per_layer.mean(axis=0)
+    total = None
+    for layer in range(len(pattern)):
+        one = aggregate_heads(pattern[layer], how=how) if head is None else pattern[layer, head]
+        total = one.astype(np.float64) if total is None else total + one
+    return (total / len(pattern)).astype(np.float32)
 
 
 def describe_transform(*, word_level: bool = False, hide_special: bool = False, hide_first: bool = False) -> str:

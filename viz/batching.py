@@ -39,6 +39,7 @@ only its own result; a callback that raises (a rerun) cancels that request alone
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
@@ -197,12 +198,15 @@ class _Ticket:
 # ---------------------------------------------------------------- work items
 @dataclass(eq=False)
 class _Row:
-    """One generation in the decoding batch (the worker's own state; its ticket is the way out)."""
+    """One generation being decoded (the worker's own state; its ticket is the way out)."""
 
     job: gen._Job
     ticket: _Ticket
     generator: torch.Generator | None
     tokens: int                      # prompt + new tokens: its share of VIZ_BATCH_MAX_TOKENS
+    solo: bool = False               # replayed alone, exactly as a lone run: no tie check needed
+    announced: int = 0               # steps its requester has already been told (a replay skips them)
+    told_to_wait: bool = False
     ids: list = field(default_factory=list)
     probs: list = field(default_factory=list)
     forced: list = field(default_factory=list)
@@ -210,6 +214,13 @@ class _Row:
     top_probs: list = field(default_factory=list)
     stop: str = "length"
     k: int = 0
+
+    @classmethod
+    def new(cls, job: gen._Job, ticket: _Ticket, *, solo: bool = False, announced: int = 0) -> _Row:
+        # Each request draws from its own generator, seeded as a lone run seeds it.
+        generator = torch.Generator().manual_seed(job.seed) if job.sample else None
+        return cls(job=job, ticket=ticket, generator=generator, tokens=len(job.built.ids) + job.max_new_tokens,
+                   solo=solo, announced=announced)
 
     @property
     def n_prompt(self) -> int:
@@ -221,6 +232,50 @@ class _Row:
                           top_probs=(np.stack(self.top_probs) if self.top_probs
                                      else np.zeros((0, self.k), dtype=np.float32)),
                           stop=self.stop)
+
+
+@dataclass(eq=False)
+class _Group:
+    """Rows decoding together: row b of the key/value cache is ``rows[b]``.
+
+    One shared group takes every newcomer; a solo group holds one replayed row, run with exactly the
+    tensors a lone run gives the model (no padding, no mask), so its choices are a lone run's."""
+
+    solo: bool = False
+    rows: list = field(default_factory=list)
+    cache: object = None
+    mask: torch.Tensor | None = None           # (B, C) int64: 1 = a real token in that cache column
+
+    def merge(self, cache, mask: torch.Tensor) -> None:
+        """Add a prefilled cache's rows: the narrower side is padded on the left (masked columns)."""
+        if self.cache is None:
+            self.cache, self.mask = cache, mask
+            return
+        width_a, width_b = self.mask.shape[1], mask.shape[1]
+        width = max(width_a, width_b)
+        for mine, theirs in zip(self.cache.layers, cache.layers):
+            mine.keys = torch.cat([_pad_cols(mine.keys, width - width_a), _pad_cols(theirs.keys, width - width_b)])
+            mine.values = torch.cat([_pad_cols(mine.values, width - width_a),
+                                     _pad_cols(theirs.values, width - width_b)])
+        self.mask = torch.cat([torch.nn.functional.pad(self.mask, (width - width_a, 0)),
+                               torch.nn.functional.pad(mask, (width - width_b, 0))])
+
+    def keep(self, keep: list[int]) -> None:
+        """Only these rows stay; cache columns that are padding for every remaining row go too."""
+        if not keep:
+            self.rows, self.cache, self.mask = [], None, None
+            return
+        if len(keep) < len(self.rows):
+            index = torch.tensor(keep)
+            self.cache.batch_select_indices(index)
+            self.mask = self.mask[index]
+            self.rows = [self.rows[b] for b in keep]
+        unused = int((self.mask.shape[1] - self.mask.sum(dim=1)).min())    # leading padding of every row
+        if unused:
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, unused:]
+                layer.values = layer.values[:, :, unused:]
+            self.mask = self.mask[:, unused:]
 
 
 @dataclass(eq=False)
@@ -241,6 +296,25 @@ class _Pass:
         return tuple(sorted(k for k in self.inputs if k != "attention_mask"))
 
 
+def buckets(lengths: Sequence[int], *, slack: float = 0.25, pass_cost: int = 64) -> list[list[int]]:
+    """Positions into ``lengths`` grouped by length, so padding adds at most ``slack`` to a group's tokens
+    (plus ``pass_cost``: what one more forward pass costs anyway, in tokens).
+
+    A padded forward pass costs about rows x longest; one prompt of 46 tokens among prompts of 16 would
+    nearly triple the work of the others, while a few short texts are cheaper padded into one pass."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        if group is not None:
+            total = sum(lengths[j] for j in group) + lengths[i]
+            if (len(group) + 1) * lengths[i] <= (1 + slack) * total + pass_cost:
+                group.append(i)
+                continue
+        groups.append([i])
+    return groups
+
+
 # ---------------------------------------------------------------- the engine
 _ENGINES_LOCK = threading.Lock()
 
@@ -258,7 +332,7 @@ def engine_for(loaded: LoadedModel) -> Engine:
 
 
 class Engine:
-    """One model's shared batches: the waiting requests, the decoding batch and the worker thread."""
+    """One model's shared batches: the waiting requests, the decoding groups and the worker thread."""
 
     def __init__(self, loaded: LoadedModel, *, max_size: int | None = None, max_tokens: int | None = None,
                  attention_mb: int | None = None):
@@ -275,33 +349,38 @@ class Engine:
         self._waiting: deque[_Row] = deque()
         self._passes: deque[_Pass] = deque()
         self._worker: threading.Thread | None = None
-        # Worker-only state: the decoding batch (row b of the cache is _rows[b]).
-        self._rows: list[_Row] = []
-        self._cache = None
-        self._mask: torch.Tensor | None = None       # (B, C) 1 = a real token in that cache column
-        # What happened, for tests and benchmarks: largest batches, and who ran alone and why.
-        self.stats = {"decode_rows": 0, "tokens_in_flight": 0, "pass_rows": 0, "alone": Counter(), "steps": 0,
-                      "passes": 0, "prefills": 0}
+        # Worker-only state.
+        self._shared = _Group()
+        self._solos: list[_Group] = []
+        self._replays: list[_Row] = []
+        self._joining: list[_Row] = []             # admitted, being prefilled
+        # What happened, for tests and benchmarks: the largest batches, seconds per kind of work,
+        # and how many requests ran alone and why.
+        self.stats = {"submitted": 0, "decode_rows": 0, "tokens_in_flight": 0, "pass_rows": 0, "alone": Counter(),
+                      "replays": 0, "steps": 0, "passes": 0, "prefills": 0, "joined_running": 0,
+                      "prefill_s": 0.0, "step_s": 0.0, "pass_s": 0.0}
+        # The last units of work: (start time, kind, rows, tokens per row, model seconds, total seconds).
+        self.trace: deque = deque(maxlen=4000)
+
+    @property
+    def _decoding(self) -> list[_Row]:
+        return self._joining + self._shared.rows + [row for group in self._solos for row in group.rows]
 
     # ------------------------------------------------------------ submitting (requesters' threads)
     def submit_generation(self, job: gen._Job) -> _Ticket:
         ticket = _Ticket(self)
-        generator = torch.Generator().manual_seed(job.seed) if job.sample else None
-        row = _Row(job=job, ticket=ticket, generator=generator, tokens=len(job.built.ids) + job.max_new_tokens)
+        row = _Row.new(job, ticket)
         with self._cond:
-            ahead = len(self._waiting)
-            in_flight = sum(r.tokens for r in self._rows) + sum(r.tokens for r in self._waiting)
-            if self._rows and (len(self._rows) + ahead + 1 > self.max_size
-                               or in_flight + row.tokens > self.max_tokens):
-                ticket.put("wait", max(1, ahead + 1))
+            self.stats["submitted"] += 1
             self._waiting.append(row)
             self._start_locked()
         return ticket
 
     def submit_pass(self, model_inputs: dict) -> _Ticket:
         ticket = _Ticket(self)
-        item = _Pass(inputs={k: v for k, v in model_inputs.items()}, ticket=ticket)
+        item = _Pass(inputs=dict(model_inputs), ticket=ticket)
         with self._cond:
+            self.stats["submitted"] += 1
             if len(self._passes) >= self.max_size:
                 ticket.put("wait", 1 + len(self._passes) // self.max_size)
             self._passes.append(item)
@@ -310,7 +389,7 @@ class Engine:
 
     def ensure_worker(self) -> None:
         with self._cond:
-            if self._waiting or self._passes or self._rows:
+            if self._waiting or self._passes or self._decoding or self._replays:
                 self._start_locked()
 
     def _start_locked(self) -> None:
@@ -325,82 +404,89 @@ class Engine:
                 with self._cond:
                     joining = self._admit_locked()
                     passes = self._take_passes_locked()
-                    if not joining and not passes and not self._rows:
+                    if not joining and not passes and not self._decoding and not self._replays:
                         self._worker = None
                         return
-                if joining:
-                    self._join(joining)
+                    self._joining = list(joining)
+                replays, self._replays = self._replays, []
+                for row in replays:
+                    self._prefill(_Group(solo=True), [row])
+                for bucket in buckets([row.n_prompt for row in joining]):
+                    rows = [joining[i] for i in bucket]
+                    self._prefill(self._shared, rows)
+                    with self._cond:
+                        self._joining = [row for row in self._joining if row not in rows]
                 if passes:
                     self._run_passes(passes)
-                if self._rows:
-                    self._step()
+                for group in [self._shared, *self._solos]:
+                    if group.rows:
+                        self._step(group)
+                self._solos = [group for group in self._solos if group.rows]
         except BaseException as exc:   # a bug here must not leave requesters waiting: each runs alone
             log.exception("batching worker failed")
             with self._cond:
-                rows = list(self._rows) + list(self._waiting)
-                passes = list(self._passes)
-                self._rows, self._cache, self._mask = [], None, None
+                items = self._decoding + self._replays + list(self._waiting) + list(self._passes)
+                self._shared, self._solos, self._replays = _Group(), [], []
                 self._waiting.clear()
                 self._passes.clear()
                 self._worker = None
-            for item in rows + passes:
+            for item in items:
                 self.stats["alone"][f"worker failed: {type(exc).__name__}"] += 1
                 item.ticket.put("alone")
 
     def _admit_locked(self) -> list[_Row]:
-        """Waiting generations that fit the caps (the first always fits an empty batch)."""
+        """Waiting generations that fit the caps, first come first served (the first fits an empty batch)."""
         joining: list[_Row] = []
-        n_rows = len(self._rows)
-        in_flight = sum(r.tokens for r in self._rows)
+        busy = self._decoding + self._replays
+        n_rows, in_flight = len(busy), sum(r.tokens for r in busy)
         while self._waiting:
             row = self._waiting[0]
             if row.ticket.cancelled:
                 self._waiting.popleft()
                 continue
-            busy = n_rows + len(joining)
-            if busy and (busy + 1 > self.max_size or in_flight + row.tokens > self.max_tokens):
+            n = n_rows + len(joining)
+            if n and (n + 1 > self.max_size or in_flight + row.tokens > self.max_tokens):
                 break
             joining.append(self._waiting.popleft())
             in_flight += row.tokens
+        for ahead, row in enumerate(self._waiting, start=1):
+            if not row.told_to_wait:      # kept out by the caps: say so once ("N students ahead")
+                row.told_to_wait = True
+                row.ticket.put("wait", ahead)
         return joining
 
     def _take_passes_locked(self) -> list[_Pass]:
         """The oldest waiting pass and the others that can share its forward pass, within the caps."""
         taken: list[_Pass] = []
         kept: deque[_Pass] = deque()
-        info = self.loaded.info
-        per_token2 = info.n_layers * info.n_heads * 4 * 2     # attention bytes per T^2, with a copy
         while self._passes:
             item = self._passes.popleft()
             if item.ticket.cancelled:
                 continue
-            if taken:
-                longest = max(item.n, max(p.n for p in taken))
-                fits = (item.key == taken[0].key and len(taken) + 1 <= self.max_size
-                        and sum(p.n for p in taken) + item.n <= self.max_tokens
-                        and (len(taken) + 1) * per_token2 * longest ** 2 <= self.attention_mb * _MB)
-                if not fits:
-                    kept.append(item)
-                    continue
+            if taken and not (item.key == taken[0].key and len(taken) + 1 <= self.max_size
+                              and sum(p.n for p in taken) + item.n <= self.max_tokens):
+                kept.append(item)
+                continue
             taken.append(item)
         self._passes = kept
         return taken
 
     # ------------------------------------------------------------ generation: prefill and merge
-    def _join(self, rows: list[_Row]) -> None:
-        """Prefill the joining rows together, merge their cache into the batch, make their first choice."""
+    def _prefill(self, group: _Group, rows: list[_Row]) -> None:
+        """Prefill ``rows`` together (left padding), merge their cache into ``group``, make their first choice."""
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
         model = self.loaded.model
         for row in rows:
-            row.ticket.put("start")
-        prompts = [list(row.job.built.ids) for row in rows]
-        ids, mask = _left_pad(prompts, _pad_id(self.loaded))
+            if not row.solo:
+                row.ticket.put("start")
+        ids, mask = _left_pad([list(row.job.built.ids) for row in rows], _pad_id(self.loaded))
         cache = DynamicCache(config=model.config)
         kwargs = dict(input_ids=ids, past_key_values=cache, use_cache=True,
                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0), **gen._logits_kwargs(self.loaded))
         if not bool(mask.all()):
             kwargs["attention_mask"] = mask
+        began = time.perf_counter()
         try:
             with cap.run_slot(), torch.inference_mode():
                 out = model(**kwargs)
@@ -410,6 +496,9 @@ class Engine:
             for row in rows:
                 self._alone(row, f"prefill failed: {type(exc).__name__}")
             return
+        finally:
+            model_s = time.perf_counter() - began
+            self.stats["prefill_s"] += model_s
         layers = getattr(cache, "layers", None)
         if not layers or any(type(layer) is not DynamicLayer for layer in layers):
             self.decodes = False         # a cache we do not know how to merge: this model runs alone from now on
@@ -417,57 +506,54 @@ class Engine:
                 self._alone(row, "cache type")
             return
         self.stats["prefills"] += 1
-        start = len(self._rows)
-        self._merge(cache, mask)
-        self._rows.extend(rows)
-        self._after_choices([(start + g, row, logits[g]) for g, row in enumerate(rows)])
-
-    def _merge(self, cache, mask: torch.Tensor) -> None:
-        if self._cache is None:
-            self._cache, self._mask = cache, mask
-            return
-        width_a, width_b = self._mask.shape[1], mask.shape[1]
-        width = max(width_a, width_b)
-        for mine, theirs in zip(self._cache.layers, cache.layers):
-            mine.keys = torch.cat([_pad_cols(mine.keys, width - width_a), _pad_cols(theirs.keys, width - width_b)])
-            mine.values = torch.cat([_pad_cols(mine.values, width - width_a),
-                                     _pad_cols(theirs.values, width - width_b)])
-        self._mask = torch.cat([torch.nn.functional.pad(self._mask, (width - width_a, 0)),
-                                torch.nn.functional.pad(mask, (width - width_b, 0))])
+        start = len(group.rows)
+        self.stats["joined_running"] += bool(start)
+        group.merge(cache, mask)
+        group.rows.extend(rows)
+        if group.solo and group not in self._solos:
+            self._solos.append(group)
+        self._after_choices(group, [(start + g, row, logits[g]) for g, row in enumerate(rows)])
+        self.trace.append((began, "prefill", len(rows), ids.shape[1], model_s, time.perf_counter() - began))
 
     # ------------------------------------------------------------ generation: one decoding step
-    def _step(self) -> None:
-        if any(row.ticket.cancelled for row in self._rows):
-            self._keep([b for b, row in enumerate(self._rows) if not row.ticket.cancelled])
-            if not self._rows:
+    def _step(self, group: _Group) -> None:
+        if any(row.ticket.cancelled for row in group.rows):
+            group.keep([b for b, row in enumerate(group.rows) if not row.ticket.cancelled])
+            if not group.rows:
                 return
-        rows = self._rows
-        model = self.loaded.model
+        rows = group.rows
         last = torch.tensor([[row.ids[-1]] for row in rows])
         positions = torch.tensor([[row.n_prompt + len(row.ids) - 1] for row in rows])
-        mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=self._mask.dtype)], dim=1)
-        kwargs = dict(input_ids=last, past_key_values=self._cache, use_cache=True, position_ids=positions,
+        mask = torch.cat([group.mask, torch.ones((len(rows), 1), dtype=group.mask.dtype)], dim=1)
+        kwargs = dict(input_ids=last, past_key_values=group.cache, use_cache=True, position_ids=positions,
                       **gen._logits_kwargs(self.loaded))
         if not bool(mask.all()):
             kwargs["attention_mask"] = mask
+        began = time.perf_counter()
         try:
             with cap.run_slot(), torch.inference_mode():
-                out = model(**kwargs)
+                out = self.loaded.model(**kwargs)
             logits = out.logits[:, -1]
         except Exception as exc:  # noqa: BLE001 - each row runs alone, so only a bad one fails
             log.warning("batched decoding step failed (%s): %d requests run alone", exc, len(rows))
             for row in rows:
                 self._alone(row, f"step failed: {type(exc).__name__}")
-            self._rows, self._cache, self._mask = [], None, None
+            group.keep([])
             return
-        self._mask = mask
+        finally:
+            model_s = time.perf_counter() - began
+            self.stats["step_s"] += model_s
+        group.mask = mask
         self.stats["steps"] += 1
-        self._after_choices([(b, row, logits[b]) for b, row in enumerate(rows)])
+        self._after_choices(group, [(b, row, logits[b]) for b, row in enumerate(rows)])
+        self.trace.append((began, "solo step" if group.solo else "step", len(rows), mask.shape[1], model_s,
+                           time.perf_counter() - began))
 
-    def _after_choices(self, choices) -> None:
-        """Each row's choice from its logits; rows that finished, failed or must run alone leave."""
-        self.stats["decode_rows"] = max(self.stats["decode_rows"], len(self._rows))
-        self.stats["tokens_in_flight"] = max(self.stats["tokens_in_flight"], sum(r.tokens for r in self._rows))
+    def _after_choices(self, group: _Group, choices) -> None:
+        """Each row's choice from its logits; rows that finished, failed or must be replayed leave."""
+        rows = self._shared.rows + [row for solo in self._solos for row in solo.rows]
+        self.stats["decode_rows"] = max(self.stats["decode_rows"], len(rows))
+        self.stats["tokens_in_flight"] = max(self.stats["tokens_in_flight"], sum(r.tokens for r in rows))
         leaving = set()
         for b, row, logits in choices:
             try:
@@ -481,8 +567,10 @@ class Engine:
                 self._alone(row, f"choice failed: {type(exc).__name__}")
                 leaving.add(b)
                 continue
-            if outcome == "alone":
-                self._alone(row, "near tie")
+            if outcome == "replay":
+                # A near tie: start this request again on its own, as a lone run (no step is announced twice).
+                self.stats["replays"] += 1
+                self._replays.append(_Row.new(row.job, row.ticket, solo=True, announced=len(row.ids)))
                 leaving.add(b)
             elif outcome == "done":
                 full = torch.tensor([list(row.job.built.ids) + row.ids])
@@ -490,23 +578,24 @@ class Engine:
                     self._passes.append(_Pass(inputs={"input_ids": full}, ticket=row.ticket, row=row))
                 leaving.add(b)
         if leaving:
-            self._keep([b for b in range(len(self._rows)) if b not in leaving])
+            group.keep([b for b in range(len(group.rows)) if b not in leaving])
 
     def _choose(self, row: _Row, logits: torch.Tensor) -> str:
-        """The same choice, in the same order of events, as :func:`viz.generation._decode` makes alone."""
+        """The choice :func:`viz.generation._decode` makes alone, with the same events in the same order."""
         job = row.job
         logits = logits.to(dtype=torch.float32)                       # (vocab,) raw logits
         vocab = logits.shape[-1]
         row.k = min(job.top_k, vocab)
         step = len(row.ids)
-        p = torch.softmax(logits, dim=-1)
+        p = torch.softmax(logits, dim=-1)                             # temperature 1, for display
         top = torch.topk(p, row.k)
         state = row.generator.get_state() if job.sample else None
         drawn = gen._sample(logits, job.temperature, job.top_p, row.generator) if job.sample \
             else int(torch.argmax(logits))
-        if step not in job.branch and not certain(logits, drawn, sample=job.sample, temperature=job.temperature,
-                                                  top_p=job.top_p, generator_state=state):
-            return "alone"
+        if not row.solo and step not in job.branch and not certain(
+                logits, drawn, sample=job.sample, temperature=job.temperature, top_p=job.top_p,
+                generator_state=state):
+            return "replay"
         token = job.branch.get(step, drawn)
         if not 0 <= token < vocab:
             raise cap.InputError(f"Token id {token} is not in this model's vocabulary (0..{vocab - 1})")
@@ -515,28 +604,12 @@ class Engine:
         row.forced.append(step in job.branch)
         row.tops.append(top.indices.numpy().astype(np.int64))
         row.top_probs.append(top.values.numpy().astype(np.float32))
-        row.ticket.put("token", gen._announce(self.loaded, step, token, row.probs[-1], row.forced[-1]))
+        if step >= row.announced:
+            row.ticket.put("token", gen._announce(self.loaded, step, token, row.probs[-1], row.forced[-1]))
         if token in job.eos:
             row.stop = "eos"
             return "done"
         return "done" if len(row.ids) >= job.max_new_tokens else "next"
-
-    def _keep(self, keep: list[int]) -> None:
-        """Only these rows stay in the batch; cache columns that are padding for every row go too."""
-        if not keep:
-            self._rows, self._cache, self._mask = [], None, None
-            return
-        if len(keep) < len(self._rows):
-            index = torch.tensor(keep)
-            self._cache.batch_select_indices(index)
-            self._mask = self._mask[index]
-            self._rows = [self._rows[b] for b in keep]
-        unused = int((self._mask.shape[1] - self._mask.sum(dim=1)).min())   # leading padding of every row
-        if unused:
-            for layer in self._cache.layers:
-                layer.keys = layer.keys[:, :, unused:]
-                layer.values = layer.values[:, :, unused:]
-            self._mask = self._mask[:, unused:]
 
     def _alone(self, row: _Row, why: str) -> None:
         self.stats["alone"][why] += 1
@@ -544,12 +617,26 @@ class Engine:
 
     # ------------------------------------------------------------ single passes
     def _run_passes(self, items: list[_Pass]) -> None:
-        """One right-padded forward pass over ``items``; each gets its own (1, H, n, n) rows and columns."""
+        """Right-padded forward passes over ``items`` (grouped by length); each gets its own rows and columns."""
         for item in items:
             if item.row is None:
                 item.ticket.put("start")
+        info = self.loaded.info
+        per_cell = info.n_layers * info.n_heads * 4 * 2     # attention bytes per query-key cell, with a copy
+        for bucket in buckets([item.n for item in items]):
+            batch: list[_Pass] = []
+            for item in (items[i] for i in bucket):
+                longest = max([item.n] + [p.n for p in batch])
+                if batch and (len(batch) + 1) * per_cell * longest ** 2 > self.attention_mb * _MB:
+                    self._pass_batch(batch)
+                    batch = []
+                batch.append(item)
+            self._pass_batch(batch)
+
+    def _pass_batch(self, items: list[_Pass]) -> None:
         self.stats["passes"] += 1
         self.stats["pass_rows"] = max(self.stats["pass_rows"], len(items))
+        began = time.perf_counter()
         try:
             attentions = self._padded_pass([item.inputs for item in items])
         except Exception as exc:  # noqa: BLE001 - each runs alone (in its own thread), so only a bad one fails
@@ -558,6 +645,9 @@ class Engine:
                 self.stats["alone"][f"pass failed: {type(exc).__name__}"] += 1
                 item.ticket.put("alone")
             return
+        finally:
+            model_s = time.perf_counter() - began
+            self.stats["pass_s"] += model_s
         for b, item in enumerate(items):
             n = item.n
             mine = tuple(a[b:b + 1, :, :n, :n].clone() for a in attentions) if attentions else attentions
@@ -570,6 +660,8 @@ class Engine:
                 item.ticket.put("error", exc)
                 continue
             item.ticket.put("done", (item.row.steps(), pattern))
+        self.trace.append((began, "pass", len(items), max(item.n for item in items), model_s,
+                           time.perf_counter() - began))
 
     def _padded_pass(self, inputs: list[dict]):
         model = self.loaded.model
@@ -581,6 +673,8 @@ class Engine:
             longest = max(lengths)
             batch = {}
             for key in inputs[0]:
+                if key == "attention_mask":
+                    continue
                 fill = _pad_id(self.loaded) if key == "input_ids" else 0
                 tensor = torch.full((len(inputs), longest), fill, dtype=inputs[0][key].dtype)
                 for b, x in enumerate(inputs):
@@ -597,63 +691,82 @@ class Engine:
 
 # ---------------------------------------------------------------- the exactness check
 def certain(logits: torch.Tensor, token: int, *, sample: bool, temperature: float = 1.0, top_p: float = 1.0,
-            generator_state: torch.Tensor | None = None, tolerance: float = LOGIT_TOLERANCE) -> bool:
+            generator_state: torch.Tensor | None = None, tolerance: float | None = None) -> bool:
     """True when ``token`` is the choice for every logits vector within ``tolerance`` of ``logits``.
 
     Greedy: the top logit leads the next by more than twice the tolerance.  Sampled (the draw of
     :func:`viz.generation._sample` from a generator in ``generator_state``): torch.multinomial's one-sample
-    draw is argmax_i p_i / q_i with q_i ~ Exp(1) taken from the generator; with those q, ``token`` must
-    stay the argmax of log p_i - log q_i against every token that may be in the nucleus, by more than
-    the scores can move, and must itself be in the nucleus whatever the logits within the tolerance.
-    Any doubt (including the rebuilt draw not matching) is False: the request then runs alone.
+    draw is argmax_i p_i / q_i with q_i ~ Exp(1) from the generator (:func:`_draw_is_understood` checks
+    this once against torch itself); with those q, ``token`` must lead log p_i - log q_i by more than the
+    scores can move over every token that may be in the top-p nucleus, and must itself surely be in it.
+    Any doubt is False: the request then runs again alone.
     """
+    tolerance = LOGIT_TOLERANCE if tolerance is None else tolerance
     logits = logits.to(dtype=torch.float32)
     if not sample:
-        best = torch.topk(logits.double(), 2).values
+        best = torch.topk(logits, 2).values
         return bool(best[0] - best[1] > 2 * tolerance)
+    if not _draw_is_understood():
+        return False
     move = tolerance / temperature                       # the most any score (logit / T) can move
     replay = torch.Generator()
     replay.set_state(generator_state)
     q = torch.empty_like(logits).exponential_(1, generator=replay)
-    kept_scores = gen._nucleus(logits / temperature, top_p)
-    if int(torch.argmax(torch.softmax(kept_scores, dim=-1) / q)) != token:
-        return False                                     # not the draw torch made: trust nothing
-    scores = logits.double() / temperature
-    value = scores - torch.log(q.double())               # log(p_i / q_i) + the same constant for every i
+    scores = logits / temperature
+    value = scores - torch.log(q)                        # log(p_i / q_i) + the same constant for every i
+    rivals = torch.ones_like(scores, dtype=torch.bool)
     if top_p < 1.0:
-        removed_surely, kept_surely = _nucleus_bounds(scores, top_p, move)
-        if not kept_surely[token]:
+        floor, kept = _nucleus_bounds(scores, token, top_p, move)
+        if not kept:
             return False
-        rivals = ~removed_surely
-    else:
-        rivals = torch.ones_like(scores, dtype=torch.bool)
+        rivals = scores >= floor
     rivals[token] = False
     if not bool(rivals.any()):
         return True
-    # 2 * move: each score moves by at most ``move``; 1e-5 covers float32 rounding of p / q in the draw.
-    return bool(value[token] - value[rivals].max() > 2 * move + 1e-5)
+    lead = value[token] - torch.where(rivals, value, -math.inf).max()
+    # 2 * move: each score moves by at most ``move``; 1e-4 covers float32 rounding of scores, log q and p / q.
+    return bool(lead > 2 * move + 1e-4)
 
 
-def _nucleus_bounds(scores: torch.Tensor, top_p: float, move: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(surely removed, surely kept) by the top-p cut for every score vector within ``move`` of ``scores``.
+def _nucleus_bounds(scores: torch.Tensor, token: int, top_p: float, move: float) -> tuple[float, bool]:
+    """(floor, surely kept) of the top-p cut for every score vector within ``move`` of ``scores``.
 
-    A token is removed when the probability of the tokens sorted at or below it is at most 1 - top_p.
-    Within ``move`` each probability changes by a factor within exp(+-2 move), and tokens within 2 move of
-    its score may sort on either side of it; the float32 cumulative sum rounds by up to vocab x eps.
+    ``floor``: tokens scoring below it are surely cut.  ``surely kept``: ``token`` survives the cut.
+    The cut removes a token when the tokens sorted at or below it hold at most 1 - top_p; within
+    ``move`` each probability changes by a factor within exp(+-2 move) and tokens within 2 move of a
+    score may sort on either side of it; the float32 sums of the draw round by up to vocab x eps.
     """
     threshold = 1.0 - top_p
-    p = torch.softmax(scores, dim=-1)
-    ordered, order = torch.sort(scores)
-    cumulative = torch.cumsum(p[order], dim=0)
-    below = torch.cat([cumulative.new_zeros(1), cumulative])          # below[j]: mass of the j lowest
     rounding = scores.numel() * 6e-8
-    low = math.exp(-2 * move) * (below[torch.searchsorted(ordered, scores - 2 * move)] + p) - rounding
-    high = math.exp(2 * move) * below[torch.searchsorted(ordered, scores + 2 * move, right=True)] + rounding
-    top = int(torch.argmax(scores))
-    removed = high <= threshold
-    kept = low > threshold
-    removed[top] = False          # the most likely token is always kept
-    return removed, kept
+    ordered, order = torch.sort(scores)
+    p = torch.softmax(scores.double(), dim=-1)
+    cumulative = torch.cumsum(p[order], dim=0)                         # cumulative[j]: mass of the j + 1 lowest
+    # Surely cut: even the most mass that can sort at or below it is within the threshold.
+    n_cut = int(torch.searchsorted(cumulative, (threshold - rounding) * math.exp(-2 * move), right=True))
+    floor = float(ordered[n_cut]) - 2 * move if n_cut < len(ordered) else math.inf
+    # Surely kept: even the least mass that must sort at or below it is above the threshold ...
+    below = int(torch.searchsorted(ordered, scores[token] - 2 * move))         # tokens surely lower
+    mass = (float(cumulative[below - 1]) if below else 0.0) + float(p[token])
+    kept = math.exp(-2 * move) * mass - rounding > threshold
+    # ... or it is surely the most likely token, which the cut always keeps.
+    others = torch.cat([scores[:token], scores[token + 1:]])
+    kept = kept or bool(scores[token] - 2 * move > others.max())
+    return floor, kept
+
+
+@functools.cache
+def _draw_is_understood() -> bool:
+    """torch.multinomial(p, 1) is argmax(p / q), q ~ Exp(1) drawn first from the same generator (the
+    one-sample path of torch's CPU kernel), checked here once per process against torch itself."""
+    for seed in range(8):
+        p = torch.softmax(torch.randn(997, generator=torch.Generator().manual_seed(seed)) * 3, dim=-1)
+        a, b = torch.Generator().manual_seed(seed + 100), torch.Generator().manual_seed(seed + 100)
+        drawn = int(torch.multinomial(p, 1, generator=a))
+        rebuilt = int(torch.argmax(p / torch.empty_like(p).exponential_(1, generator=b)))
+        if drawn != rebuilt or not torch.equal(a.get_state(), b.get_state()):
+            log.warning("torch.multinomial no longer draws as viz.batching assumes: sampled requests run alone")
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- tensors

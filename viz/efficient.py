@@ -568,8 +568,15 @@ class HeadSummary:
 def head_summary(pattern: np.ndarray, *, config: PatternConfig, causal: bool) -> HeadSummary:
     """Summarise a block's post-softmax ``pattern`` (n_layers, n_heads, T_q, T_k) head by head.
 
-    Needs no internals: kept mass of a fixed mask is the pattern's mass inside it.
+    Needs no internals: kept mass of a fixed mask is the pattern's mass inside it.  A long result's
+    LazyPattern is summarised one layer at a time (every figure here is per layer and head).
     """
+    if hasattr(pattern, "layers") and not isinstance(pattern, np.ndarray):
+        import dataclasses
+        parts = [head_summary(layer[None], config=config, causal=causal) for layer in pattern.layers()]
+        return dataclasses.replace(parts[0], **{
+            f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(parts[0])
+            if isinstance(getattr(parts[0], f.name), np.ndarray) and getattr(parts[0], f.name).ndim >= 2})
     a = np.asarray(pattern, dtype=np.float32)
     n_q, n_k = a.shape[-2:]
     valid_rows = a.sum(axis=-1) > 0                                  # (L, H, T_q)

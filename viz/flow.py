@@ -250,12 +250,18 @@ def layer_readings(block, raw_block, *, layer: int, head: int | None, internals:
     raw = block.pattern[layer].mean(axis=0) if head is None else block.pattern[layer, head]
     matrices = {"raw attention": row_normalise(raw)}
     self_attention = block.kind != "cross"
-    roll = rollout(block.pattern) if self_attention else None
+    # A long result (LazyPattern) keeps no layer's full pattern: rollout would multiply every layer's
+    # (T, T) head mean, and hold (n_layers, T, T) of it (0.5 GB for the LLM at 2,048 tokens).
+    long_input = not isinstance(block.pattern, np.ndarray)
+    roll = rollout(block.pattern) if self_attention and not long_input else None
     if roll is not None:
         matrices["rollout"] = roll[layer]
     notes = [f"Attention flow is bounded: at most **{FLOW_MAX_TOKENS} tokens** and "
              f"**{FLOW_TIME_LIMIT_S:g} s** per computation (results are cached)."]
     n_tokens = len(block.queries)
+    if long_input and self_attention:
+        notes.append(f"This input is long ({n_tokens:,} tokens), so rollout is not computed: it needs every "
+                     f"layer's full attention at once. Shorten the text to see it.")
     if not self_attention:
         notes.append("Rollout and flow follow one stack of self-attention, so they are not defined for "
                      "cross-attention.")

@@ -25,9 +25,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from viz import attention_fn
-from viz.capture import InputError, _internals, _labels, _stack, clean_text, run_slot
-from viz.models import EMBEDDED_LLM, LoadedModel, ModelError, load_model
+from viz import attention_fn, families
+from viz.capture import (
+    UNRECORDABLE,
+    InputError,
+    InternalsUnavailable,
+    _internals,
+    _labels,
+    _stack,
+    clean_text,
+    longest_full,
+    run_slot,
+)
+from viz.models import EMBEDDED_LLM, LoadedModel, load_model
 from viz.result import AttentionResult, GenerationResult, TokenSeq
 
 MAX_NEW_TOKENS = 64
@@ -86,7 +96,9 @@ def prompt_ids(loaded: LoadedModel, text: str, *, chat: bool = False, room: int 
     template = ~content if chat else np.zeros(len(ids), dtype=bool)
     special = ~content | is_special_id
 
-    limit = loaded.info.max_length
+    # The finished sequence's attention is kept whole (one final pass, every layer's weights), so it
+    # must fit VIZ_FULL_FALLBACK_MB (about 840 tokens for the embedded LLM); long prompts are cut there.
+    limit = min(loaded.info.max_length, longest_full(loaded.info))
     budget = limit - room
     dropped, notice = 0, ""
     if len(ids) > budget:
@@ -227,7 +239,9 @@ def _prepare(prompt: str, model, *, max_new_tokens: int, chat: bool, sample: boo
     text = clean_text(prompt, what="prompt")
     branch = _forced_map(forced, max_new_tokens)
     wanted = None if internals is True else (set(internals) if internals else None)
-    do_record = bool(internals) and loaded.recording_supported
+    if internals and not loaded.recording_supported:   # as capture(): never an empty dict without a word
+        raise InternalsUnavailable(getattr(loaded, "internals_reason", "") or UNRECORDABLE)
+    do_record = bool(internals)
 
     built = prompt_ids(loaded, text, chat=chat, room=max_new_tokens)
     return _Job(loaded=loaded, text=text, built=built, eos=_eos_ids(loaded), branch=branch,
@@ -415,9 +429,9 @@ def word_ids(tokens: Sequence[str], special: np.ndarray) -> np.ndarray:
         if sp:
             prev = None
             continue
-        starts = (prev is None or tok.startswith(("Ġ", "▁", "Ċ", " ", "\n"))
+        starts = (prev is None or tok.startswith((*families.SPACE_MARKERS, "Ċ", " ", "\n"))
                   or not tok[:1].isalnum() or not prev[-1:].isalnum())
-        if tok.startswith("##") and prev is not None:
+        if tok.startswith(families.CONTINUATION_MARKER) and prev is not None:
             starts = False
         if starts or word < 0:
             word += 1
@@ -456,6 +470,3 @@ class _null:
     def __exit__(self, *exc):
         return False
 
-
-__all__ = ["GeneratedToken", "Prompt", "generate", "prompt_ids", "supports_chat", "word_ids",
-           "MAX_NEW_TOKENS", "DEFAULT_NEW_TOKENS", "DEFAULT_TOP_K", "ModelError"]

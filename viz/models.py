@@ -18,9 +18,20 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from viz import families
+
 # The embedded models' names, locations and unpacking live in viz.embedded; re-exported here.
-from viz.embedded import (EMBEDDED, EMBEDDED_LABEL, EMBEDDED_LLM, EMBEDDED_LLM_LABEL, ModelError,  # noqa: F401
-                          Progress, cache_dir, embedded_llm_dir, embedded_llm_ready, embedded_model_dir)
+from viz.embedded import (  # noqa: F401
+    EMBEDDED,
+    EMBEDDED_LABEL,
+    EMBEDDED_LLM,
+    EMBEDDED_LLM_LABEL,
+    ModelError,
+    Progress,
+    cache_dir,
+    embedded_llm_dir,
+    embedded_llm_ready,
+    embedded_model_dir,
+)
 from viz.result import ModelInfo
 from viz.settings import SETTINGS, hub_offline
 
@@ -137,8 +148,10 @@ def family_of(config) -> str:
     archs = " ".join(getattr(config, "architectures", None) or [])
     if getattr(config, "is_decoder", False) or "CausalLM" in archs or "LMHead" in archs:
         return "decoder"
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
     if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and \
             config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return "decoder"

@@ -500,7 +500,7 @@ class GenerationResult:
 
     @property
     def n_steps(self) -> int:
-        return int(len(self.step_ids))
+        return len(self.step_ids)
 
     @property
     def tokens(self) -> TokenSeq:

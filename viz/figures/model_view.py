@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from viz.figures.common import ATTENTION_SCALE, customdata_layer_head, selection_points
-from viz.result import Block
+from viz.result import Block, has_gqa, head_label
 from viz.views.model_view import THUMB, build_mosaic, mosaic_png
 
 SELECTED_COLOR = "#d62728"
@@ -46,7 +46,8 @@ def model_view_figure(block: Block, *, thumb: int = THUMB, normalize: str = "hea
         customdata=[[int(l_), int(h_)] for l_, h_ in zip(layer_idx, head_idx)],
         marker=dict(symbol="square", size=1, opacity=0),
         selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
-        hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>click to open<extra></extra>",
+        text=[head_label(int(h_), block.kv_head) for h_ in head_idx],
+        hovertemplate="layer %{customdata[0]}, %{text}<br>click to open<extra></extra>",
         showlegend=False))
     if selected is not None:
         r, c = mosaic.origin(*selected)
@@ -63,7 +64,8 @@ def model_view_figure(block: Block, *, thumb: int = THUMB, normalize: str = "hea
         margin=dict(l=60, r=8, t=60 if title else 28, b=6),
         hovermode="closest", hoverdistance=-1,   # a click anywhere picks the nearest thumbnail
         clickmode="event+select", dragmode=False,
-        xaxis=dict(tickmode="array", tickvals=head_ticks, ticktext=[f"head {h}" for h in range(n_heads)],
+        xaxis=dict(tickmode="array", tickvals=head_ticks, ticktext=[head_label(h, block.kv_head).replace("head ", "") if has_gqa(block.kv_head)
+                                                          else f"head {h}" for h in range(n_heads)],
                    side="top", showgrid=False, zeroline=False, range=[-0.5, width_px - 0.5],
                    constrain="domain", fixedrange=True),
         yaxis=dict(tickmode="array", tickvals=layer_ticks, ticktext=[f"layer {i}" for i in range(n_layers)],

@@ -60,7 +60,7 @@ def _input_key(loaded, text, pair, target) -> tuple:
 
 
 def _run_capture(loaded, text, pair, target, on_wait=None, on_start=None) -> AttentionResult:
-    from viz.capture import capture
+    from viz.batching import capture   # viz.capture.capture, its forward pass shared with others waiting
     return capture(text, pair=pair or None, target=target or None, model=loaded, on_wait=on_wait,
                    on_start=on_start)
 
@@ -169,15 +169,43 @@ def layer_internals(kind: str, layer: int) -> LayerInternals | None:
     loaded = loaded_model(inputs["model"])
     if loaded is None:
         return None
-    key = (*_input_key(loaded, inputs["text"], inputs["pair"], inputs["target"]), kind, int(layer))
+    if state.flag("gen"):   # the pages show the generated sequence: record its layer
+        return _generated_internals(loaded, kind, int(layer))
+    heads, mode = state.ablation()   # with heads knocked out, the internals of that run
+    key = (*_input_key(loaded, inputs["text"], inputs["pair"], inputs["target"]), kind, int(layer), heads, mode)
+
+    def record(on_wait, on_start):
+        from viz.ablation import ablated
+        with ablated(loaded, heads, mode=mode) if heads else contextlib.nullcontext():
+            return capture_layer(inputs["text"], pair=inputs["pair"] or None, target=inputs["target"] or None,
+                                 model=loaded, site=(kind, int(layer)), on_wait=on_wait, on_start=on_start)
 
     def run():
         with _model_run_messages() as (on_wait, on_start):
-            return _INTERNALS.get_or_compute(key, lambda: capture_layer(
-                inputs["text"], pair=inputs["pair"] or None, target=inputs["target"] or None, model=loaded,
-                site=(kind, int(layer)), on_wait=on_wait, on_start=on_start))
+            return _INTERNALS.get_or_compute(key, lambda: record(on_wait, on_start))
     try:
         return _shown_errors(run)
+    except InternalsUnavailable as exc:
+        st.info(str(exc))
+        return None
+
+
+def _generated_internals(loaded, kind: str, layer: int) -> LayerInternals | None:
+    """One layer's internals over the generated sequence: the same tokens forced, that layer recorded."""
+    from viz.capture import InternalsUnavailable
+    from viz.generation import generate
+    settings = state.generation_settings()
+    generated = generation(settings, show_progress=False)
+    if generated is None:
+        return None
+    key = ("gen_internals", loaded.path, state.current_text(), settings, kind, layer)
+    forced = {step: int(token) for step, token in enumerate(generated.step_ids)}
+
+    def run():
+        return generate(state.current_text(), loaded, max_new_tokens=settings.new, chat=settings.chat,
+                        forced=forced, internals=[(kind, layer)]).attention.internals[(kind, layer)]
+    try:
+        return _shown_errors(lambda: _INTERNALS.get_or_compute(key, run))
     except InternalsUnavailable as exc:
         st.info(str(exc))
         return None
@@ -318,7 +346,7 @@ def generation(settings: state.GenerationSettings, *, show_progress: bool = True
 
     While the model generates, the tokens appear on the page as they come ("generating, 12 of 20").
     """
-    from viz.generation import generate
+    from viz.batching import generate   # viz.generation.generate, decoding in one batch with other sessions
     inputs = _current_input()
     loaded = _decoder(inputs["model"])
     if loaded is None:

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from viz.result import Block, TokenSeq
+from viz.result import Block, TokenSeq, head_label
 from viz.views.page import standalone_page, view_fragment
 from viz.views.theme import check_theme
 
@@ -244,6 +244,8 @@ def build_head_view(block: Block, *, layers: int | Sequence[int] = 0, pair: str 
         "colors": list(head_colors(n_heads)),
         "colorsDark": list(head_colors(n_heads, theme="dark")),
         "heads": shown,
+        # the legend's names: "head 4 · KV 1" under grouped-query attention
+        "headLabels": [head_label(h, block.kv_head) for h in range(n_heads)],
         "minWeight": float(min_weight),
         "queries": side(block.queries, q_idx),
         "keys": side(block.keys, k_idx),

@@ -96,7 +96,7 @@
     var b = document.createElement("span");
     b.className = "hv-head"; b.dataset.head = h; b.setAttribute("role", "button"); b.tabIndex = 0;
     var sw = document.createElement("span"); sw.className = "sw";
-    b.appendChild(sw); b.appendChild(document.createTextNode("head " + h));
+    b.appendChild(sw); b.appendChild(document.createTextNode(D.headLabels ? D.headLabels[h] : "head " + h));
     legend.appendChild(b); headEls.push(b);
   }
   if (layers.length > 1) {
@@ -277,7 +277,7 @@
     state.heads.forEach(function (h) { items.push(h); });
     items.sort(function (a, b) { return a - b; });
     var placed = items.map(function (h) {
-      var w = 19 + m.measureText("head " + h).width;
+      var w = 19 + m.measureText(D.headLabels ? D.headLabels[h] : "head " + h).width;
       if (lx + w > W - pad && lx > pad) { lx = pad; ly += 16; }
       var at = [h, lx, ly]; lx += w; return at;
     });
@@ -296,7 +296,7 @@
     placed.forEach(function (p) {
       var y = pad + 24 + p[2];
       x.fillStyle = colors[p[0]]; x.fillRect(p[1], y - 5, 10, 10);
-      x.fillStyle = ink; x.fillText("head " + p[0], p[1] + 13, y);
+      x.fillStyle = ink; x.fillText(D.headLabels ? D.headLabels[p[0]] : "head " + p[0], p[1] + 13, y);
     });
     var top = pad + head;
     x.font = "12px system-ui, sans-serif";
