@@ -19,10 +19,19 @@ whether it showed "Waiting for a free slot".  A soak then runs M sequential fres
 sessions (a new ~80-token sentence each, a small VIZ_CACHE_MB so the result cache
 fills and evicts) and reports RSS over time: it must stay flat over the second half.
 
+Two more sections (viz.batching, off unless asked for):
+- --gen-bursts: N students generating 20 tokens each at once on the embedded LLM (/generate, N-1
+  headless sessions and one Chromium tab), against the same N generations one after another in the
+  same run; each student's tokens are compared with its serial run.  --gen-soak then runs that many
+  generations in waves of --gen-soak-wave and reports RSS after each wave.
+- --queue-bursts: the burst of N heatmap runs on a server with VIZ_BATCHING=0 (the serialized queue)
+  and on one with batching.
+
 Usage:
     .venv/bin/python benchmarks/load.py                          # bursts (ws + browser) + soak 300
     .venv/bin/python benchmarks/load.py --clients ws --soak 0    # quick: server cost only
     .venv/bin/python benchmarks/load.py --bursts 0 --soak 600 --soak-session-ttl 5
+    .venv/bin/python benchmarks/load.py --bursts 0 --soak 0 --gen-bursts 2 --gen-soak 300 --queue-bursts 2
 Results go to benchmarks/load_results.md (pass --out to change).  Every loop
 and wait is bounded (--timeout per session, --soak-minutes for the soak).
 """
@@ -30,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -464,6 +475,252 @@ def soak_table(rows, cache_mb: int, client: str) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- a class generating at once
+# The generation page's text view (viz.ui.lm.completion_text), and each of its tokens: the label
+# before the tooltip.  Comparing the labels compares the tokens every student got.
+GEN_TITLE = "The text and what the model wrote"
+GEN_VIEW = f".tt:has(> .tt-title:has-text('{GEN_TITLE}'))"
+_TOKEN = re.compile(r'data-pos="\d+"[^>]*>(.*?)<span class="tip">', re.S)
+
+
+def gen_query(i: int, new: int) -> tuple[str, str]:
+    """Student i's generation link (own prompt; every third samples with its own seed, every third chats)."""
+    animal = ANIMALS[i % len(ANIMALS)]
+    prompt = f"Student {i} asks: why did the {animal} cross the {PLACES[i % len(PLACES)]}? Because"
+    query = f"text={quote(prompt)}&model=embedded-llm&new={new}"
+    if i % 3 == 1:
+        query += f"&sample=1&seed={i}&temperature=0.8"
+    elif i % 3 == 2:
+        query += "&chat=1"
+    return query, animal
+
+
+@dataclass
+class GenOutcome:
+    seconds: float
+    error: str = ""
+    tokens: tuple = ()
+    saw_progress: bool = False
+    saw_waiting: bool = False
+
+
+async def ws_generation(url: str, query: str, word: str, timeout_s: float) -> GenOutcome:
+    """One headless session on /generate: time from connecting until the script run that generated
+    (streaming "Generating, k of n" as it goes) has finished with the finished text on the page."""
+    import websockets
+    from streamlit.proto.Alert_pb2 import Alert
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    start = time.perf_counter()
+    problems, tokens, progress, waiting = [], (), False, False
+    try:
+        async with websockets.connect(url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"],
+                                      max_size=2 ** 28, open_timeout=timeout_s) as ws:
+            msg = BackMsg()
+            msg.rerun_script.query_string = query
+            msg.rerun_script.page_name = "generate"
+            await ws.send(msg.SerializeToString())
+            deadline = start + timeout_s
+            while True:
+                fm = ForwardMsg()
+                fm.ParseFromString(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.perf_counter())))
+                kind = fm.WhichOneof("type")
+                if kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
+                    el = fm.delta.new_element
+                    name = el.WhichOneof("type")
+                    if name == "html" and GEN_TITLE in el.html.body:
+                        tokens = tuple(html.unescape(t) for t in _TOKEN.findall(el.html.body))
+                    elif name == "exception":
+                        problems.append("exception: " + el.exception.message[:120])
+                    elif name == "alert":
+                        if el.alert.format == Alert.Format.Value("ERROR"):
+                            problems.append("error: " + el.alert.body[:120])
+                        progress |= el.alert.body.startswith("Generating,")
+                        waiting |= "Waiting for a free slot" in el.alert.body
+                elif kind == "script_finished" and fm.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY and tokens:
+                    break
+    except Exception as exc:  # noqa: BLE001 - a failed session is a result, not a crash
+        problems.append(f"{type(exc).__name__}: {str(exc)[:160]}")
+    if tokens and word not in "".join(tokens):
+        problems.append(f"text lacks '{word}'")
+    return GenOutcome(time.perf_counter() - start, "; ".join(problems), tokens, progress, waiting)
+
+
+@dataclass
+class GenRun:
+    label: str
+    times: list[float]
+    tokens: dict[int, tuple]
+    errors: list[str]
+    wall: float
+    rss: tuple[float, float, float] = (float("nan"),) * 3
+    tab: float | None = None
+    progress: int = 0
+    waiting: int = 0
+
+
+async def gen_serial(server: Server, *, n: int, new: int, timeout_s: float, offset: int = 0) -> GenRun:
+    """The same n generations one after another (fresh sessions): today's queue, its last student's wait."""
+    times, tokens, errors, progress = [], {}, [], 0
+    began = time.perf_counter()
+    for i in range(n):
+        query, word = gen_query(offset + i, new)
+        out = await ws_generation(server.url, query, word, timeout_s)
+        times.append(out.seconds)
+        tokens[i] = out.tokens
+        progress += out.saw_progress
+        if out.error:
+            errors.append(out.error)
+    return GenRun("one after another", times, tokens, errors, time.perf_counter() - began, progress=progress)
+
+
+async def gen_burst(server: Server, *, n: int, new: int, timeout_s: float, offset: int = 0,
+                    tab: bool = True) -> GenRun:
+    """n students press Generate at once: n - 1 headless sessions and (``tab``) one real Chromium tab
+    (a fresh context: a first visit), whose time includes drawing the page."""
+    from playwright.async_api import async_playwright
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS) \
+            if tab else None
+        if browser is not None:
+            await (await browser.new_page()).goto("about:blank")
+        rss_before = server.rss_mb()
+        began = time.perf_counter()
+        with RssSampler(server) as rss:
+            jobs = []
+            for i in range(n):
+                query, word = gen_query(offset + i, new)
+                if i == 0 and browser is not None:
+                    jobs.append(one_session(browser, f"{server.url}/generate?{query}", GEN_VIEW, word, timeout_s))
+                else:
+                    jobs.append(ws_generation(server.url, query, word, timeout_s))
+            outcomes = await asyncio.gather(*jobs)
+        wall = time.perf_counter() - began
+        if browser is not None:
+            await browser.close()
+    await asyncio.sleep(1)
+    first = outcomes[0] if browser is not None else None
+    return GenRun(f"{n} at once" + (" (one a Chromium tab)" if tab else ""),
+                  [o.seconds for o in outcomes if not o.error],
+                  {i: o.tokens for i, o in enumerate(outcomes) if isinstance(o, GenOutcome)},
+                  [o.error for o in outcomes if o.error], wall,
+                  (rss_before, max(rss.samples, default=float("nan")), server.rss_mb()),
+                  tab=None if first is None or first.error else first.seconds,
+                  progress=sum(getattr(o, "saw_progress", False) for o in outcomes),
+                  waiting=sum(getattr(o, "saw_waiting", False) for o in outcomes))
+
+
+async def gen_soak(server: Server, *, runs: int, wave: int, new: int, timeout_s: float,
+                   max_minutes: float) -> list[tuple[int, float, float, int]]:
+    """``runs`` generations in waves of ``wave`` at once (new prompts each): (runs done, wave p95 s, RSS MB, errors)."""
+    rows, done, deadline = [], 0, time.time() + max_minutes * 60
+    while done < runs and time.time() < deadline:
+        k = min(wave, runs - done)
+        outs = await asyncio.gather(*(ws_generation(server.url, *gen_query(5000 + done + i, new), timeout_s)
+                                      for i in range(k)))
+        done += k
+        rows.append((done, pct([o.seconds for o in outs], 95), server.rss_mb(), sum(bool(o.error) for o in outs)))
+        print(f"  generation soak {done}/{runs}: wave p95 {rows[-1][1]:.1f} s, RSS {rows[-1][2]:.0f} MB, "
+              f"errors {rows[-1][3]}", flush=True)
+    return rows
+
+
+def gen_section(args) -> tuple[list[str], bool]:
+    """Serial baseline and bursts on one server (same prompts, no result cache), then the soak."""
+    env = {"VIZ_SERVER_MODE": "1", "VIZ_CACHE_MB": "1"}      # 1 MB: no generation result is kept, each one runs
+    server = Server("app.py", env=env).start()
+    lines, ok = [], True
+    try:
+        warm = asyncio.run(ws_generation(server.url, gen_query(999, args.gen_new)[0], "", args.timeout))
+        print(f"generation: warm-up (loads the LLM) {warm.seconds:.1f} s {warm.error}, RSS {server.rss_mb():.0f} MB",
+              flush=True)
+        n, runs, serial = args.sessions, [], None
+        for b in range(args.gen_bursts):
+            runs.append(asyncio.run(gen_burst(server, n=n, new=args.gen_new, timeout_s=args.timeout)))
+            print(f"  burst: p95 {pct(runs[-1].times, 95):.1f} s, wall {runs[-1].wall:.1f} s, "
+                  f"errors {len(runs[-1].errors)}", flush=True)
+            if serial is None:
+                serial = asyncio.run(gen_serial(server, n=n, new=args.gen_new, timeout_s=args.timeout))
+                print(f"  serial: total {sum(serial.times):.1f} s, errors {len(serial.errors)}", flush=True)
+        soak_rows = []
+        if args.gen_soak:
+            soak_rows = asyncio.run(gen_soak(server, runs=args.gen_soak, wave=args.gen_soak_wave, new=args.gen_new,
+                                             timeout_s=args.timeout, max_minutes=args.soak_minutes))
+        idle_rss = server.rss_mb()
+    finally:
+        server.stop()
+    if serial is None:
+        return ["(no generation burst run)"], True
+    total = sum(serial.times)
+    lines += [f"## A class generating at once: {n} students x {args.gen_new} new tokens, embedded LLM", "",
+              f"One server (`VIZ_SERVER_MODE=1`, `VIZ_CACHE_MB=1` so no result is served from the cache, "
+              f"batching on: `VIZ_BATCHING=1`). Student i has its own prompt; every third samples with its own "
+              f"seed (temperature 0.8), every third uses the chat template (longer prompts). The serial baseline "
+              f"is the same {n} generations one after another, in this same run: its total is what the last "
+              f"student waits with a queue. Time = connect until the script run that generated has finished "
+              f"(the tab: until the page is drawn).", "",
+              "| run | sessions | ok | errors | p50 s | p95 s | max s | p95 / serial total | one Chromium tab s "
+              "| saw progress | saw \"waiting\" | RSS before / peak / after MB | same tokens as serial |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines.append(f"| {serial.label} | {n} | {len(serial.times) - len(serial.errors)} | {len(serial.errors)} "
+                 f"| {pct(serial.times, 50):.1f} | {pct(serial.times, 95):.1f} | {max(serial.times):.1f} "
+                 f"| total {total:.1f} s | | {serial.progress} | | | |")
+    for r in runs:
+        compared = [i for i, t in r.tokens.items() if t and serial.tokens.get(i)]
+        same = sum(r.tokens[i] == serial.tokens[i] for i in compared)
+        ok &= not r.errors and same == len(compared)
+        lines.append(f"| {r.label} | {n} | {len(r.times)} | {len(r.errors)} | {pct(r.times, 50):.1f} "
+                     f"| {pct(r.times, 95):.1f} | {max(r.times, default=float('nan')):.1f} "
+                     f"| **{pct(r.times, 95) / total:.2f}** | {r.tab if r.tab is None else f'{r.tab:.1f}'} "
+                     f"| {r.progress} | {r.waiting} | {r.rss[0]:.0f} / {r.rss[1]:.0f} / {r.rss[2]:.0f} "
+                     f"| {same} / {len(compared)} |")
+    ok &= not serial.errors
+    errs = sorted({e for r in [serial, *runs] for e in r.errors})
+    if errs:
+        lines += ["", "Errors:", ""] + [f"- {e}" for e in errs[:10]]
+    if soak_rows:
+        half = soak_rows[len(soak_rows) // 2:]
+        xs, ys = [r[0] for r in half], [r[2] for r in half]
+        mx, my = statistics.mean(xs), statistics.mean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sum((x - mx) ** 2 for x in xs) or 1.0)
+        n_err = sum(r[3] for r in soak_rows)
+        ok &= not n_err
+        lines += ["", f"Generation soak: {soak_rows[-1][0]} generations in waves of {args.gen_soak_wave} at once "
+                      f"(a new prompt each). RSS after each wave (MB): "
+                      + ", ".join(f"{r[2]:.0f}" for r in soak_rows)
+                  + f". Second half: min {min(ys):.0f}, max {max(ys):.0f} MB, trend {slope * 100:+.1f} MB per "
+                    f"100 generations; wave p95 {min(r[1] for r in soak_rows):.1f}-{max(r[1] for r in soak_rows):.1f} s; "
+                    f"errors {n_err}. RSS at the end: {idle_rss:.0f} MB."]
+    return lines + [""], ok
+
+
+def queue_section(args) -> tuple[list[str], bool]:
+    """The burst of single runs on /heatmap with batching on, against today's serialized queue."""
+    results, ok = [], True
+    for label, batching in (("serialized queue (`VIZ_BATCHING=0`)", "0"), ("shared passes (`VIZ_BATCHING=1`)", "1")):
+        server = Server("app.py", env={"VIZ_SERVER_MODE": "1", "VIZ_BATCHING": batching}).start()
+        try:
+            asyncio.run(ws_session(server.url, "heatmap", "text=" + quote(sentence(99)[0]), "html", "", args.timeout))
+            for b in range(args.queue_bursts):
+                r = asyncio.run(ws_burst(server, target=f"/heatmap, {label}, websocket", path="heatmap", want="html",
+                                         n=args.sessions, timeout_s=args.timeout, offset=(b + 1) * 100))
+                results.append(r)
+                print(burst_table([r]).splitlines()[-1], flush=True)
+            runs = [asyncio.run(student_burst(
+                server, target=f"/heatmap, {label}, one browser tab among {args.sessions}", path="heatmap",
+                view=APP_VIEW, want="html", n=args.sessions, timeout_s=args.timeout, offset=(b + 1) * 1000 + 7))
+                for b in range(args.queue_bursts)]
+            results.append(merged(runs))
+            print(burst_table([results[-1]]).splitlines()[-1], flush=True)
+        finally:
+            server.stop()
+    ok = not any(r.errors for r in results)
+    return ["## The burst of single runs: shared passes against the serialized queue", "",
+            f"{args.sessions} students press Run on /heatmap at once (each their own sentence; embedded encoder), "
+            f"on a server with batching off (today's queue: one forward pass at a time) and on. Same run, "
+            f"same machine.", "", burst_table(results), ""], ok
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=30)
@@ -485,6 +742,15 @@ def main(argv=None) -> int:
                          "disconnected session for server.disconnectedSessionTTL)")
     ap.add_argument("--soak-session-ttl", type=int, default=None,
                     help="server.disconnectedSessionTTL for the soak's server (default: .streamlit/config.toml's)")
+    ap.add_argument("--gen-bursts", type=int, default=0,
+                    help="bursts of --sessions students generating at once on the embedded LLM, against the same "
+                         "generations one after another in the same run (0: skip)")
+    ap.add_argument("--gen-new", type=int, default=20, help="new tokens per generation")
+    ap.add_argument("--gen-soak", type=int, default=0,
+                    help="generations in the generation soak, in waves of --gen-soak-wave at once (goal 300; 0: skip)")
+    ap.add_argument("--gen-soak-wave", type=int, default=30)
+    ap.add_argument("--queue-bursts", type=int, default=0,
+                    help="bursts of --sessions heatmap runs with batching off (the serialized queue) and on (0: skip)")
     ap.add_argument("--timeout", type=float, default=180, help="seconds per session")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "load_results.md"))
     args = ap.parse_args(argv)
@@ -554,6 +820,15 @@ def main(argv=None) -> int:
         errs = sorted({e for r in results for e in r.errors})
         if errs:
             sections += ["Errors:", ""] + [f"- {e}" for e in errs[:10]] + [""]
+    extra_ok = True
+    if args.queue_bursts:
+        lines, good = queue_section(args)
+        sections += lines
+        extra_ok &= good
+    if args.gen_bursts:
+        lines, good = gen_section(args)
+        sections += lines
+        extra_ok &= good
     rows = []
     if args.soak:
         env = {"VIZ_SERVER_MODE": "1", "VIZ_CACHE_MB": str(args.soak_cache_mb)}
@@ -576,7 +851,7 @@ def main(argv=None) -> int:
     report = "\n".join(sections) + "\n"
     print(report)
     Path(args.out).write_text(report)
-    return 0 if not any(r.errors for r in results) and not any(r[3] for r in rows) else 1
+    return 0 if extra_ok and not any(r.errors for r in results) and not any(r[3] for r in rows) else 1
 
 
 if __name__ == "__main__":
