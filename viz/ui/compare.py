@@ -5,6 +5,7 @@ come from viz.stats and viz.corpus, memoised in viz.ui.compute, the figures from
 """
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from viz import corpus, models, stats
@@ -240,20 +241,27 @@ def detectors_tab(result: AttentionResult, kind: str, block: Block, metric: str)
 
 
 def _chosen_corpus(cap: int):
-    source = st.radio("Corpus", ("Built-in sample corpus", "Upload a .txt or .csv file"),
-                      key="cmp_corpus_source", horizontal=True)
+    source = st.radio("Corpus", ("Built-in sample corpus", "Upload texts", "Upload finished statistics (CSV)"),
+                      key="cmp_corpus_source", horizontal=True,
+                      help="Finished statistics: the CSV of `python -m viz stats --corpus FILE --out stats.csv`, "
+                           "computed offline for a corpus of any size.")
     try:
         if source.startswith("Built-in"):
             chosen = corpus.sample_corpus(max_texts=cap)
             st.caption(f"{chosen.total} varied English sentences shipped with the app.")
             return chosen
-        upload = st.file_uploader("One text a line (.txt) or a table (.csv)", type=["txt", "csv"],
-                                  key="cmp_corpus_file")
+        if source.startswith("Upload finished"):
+            upload = st.file_uploader("A stats CSV (one row per layer and head)", type=["csv"], key="cmp_stats_file")
+            if upload is not None:
+                return corpus.read_stats_csv(upload.getvalue(), name=upload.name)
+            return None
+        upload = st.file_uploader("One text a line (.txt), or a table (.csv, .jsonl, .parquet)",
+                                  type=[s.lstrip(".") for s in corpus.SUFFIXES], key="cmp_corpus_file")
         if upload is None:
             return None
         raw = upload.getvalue()
         column = None
-        if upload.name.lower().endswith(".csv"):
+        if not upload.name.lower().endswith(".txt"):
             column = st.selectbox("Column holding the texts", corpus.csv_columns(raw, name=upload.name),
                                   key="cmp_corpus_col")
         return corpus.read_corpus(raw, name=upload.name, column=column, max_texts=cap)
@@ -262,49 +270,58 @@ def _chosen_corpus(cap: int):
     return None
 
 
-def corpus_tab(result: AttentionResult, kind: str, block: Block, metric: str) -> None:
-    cap = settings.SETTINGS.upload_max_lines
-    chosen = _chosen_corpus(cap)
-    if chosen is not None:
-        if chosen.message:
-            st.warning(chosen.message)
-        job_key = (chosen.source, chosen.texts[:3], len(chosen.texts), result.model.name, kind)
-        job = st.session_state.get("cmp_corpus_job")
-        c1, c2 = st.columns([1, 1])
-        if c1.button(f"Analyse {len(chosen.texts)} texts", type="primary", key="cmp_corpus_start"):
-            job = compute.CorpusJob(key=job_key, texts=chosen.texts)
-            st.session_state.cmp_corpus_job = job
-        if c2.button("Stop", key="cmp_corpus_stop") and job is not None:
-            job.stopped = True
-        if job is not None and job.key == job_key:
-            _run_job(job, kind, metric)
-    explain_box(
-        "Corpus mode runs every text through the current model and averages each head's metrics "
-        "over the texts (each text counts the same). Press **Stop** at any time: the means so far "
-        f"are kept. At most {cap} texts are used.", title="About corpus mode")
-
-
-def _run_job(job, kind: str, metric: str) -> None:
-    total = len(job.texts)
-    bar = st.progress(job.done / total, text=f"{job.done} / {total} texts")
-    if not job.stopped and job.done < total:
-        def progress(done: int) -> None:
-            bar.progress(done / total, text=f"{done} / {total} texts")
-        try:
-            compute.run_corpus_job(job, kind, progress=progress)
-        except corpus.CorpusError as exc:
-            st.error(str(exc))
-    if not job.acc.n_texts:
-        return
-    table = job.acc.table()
-    if job.stopped and job.done < total:
-        st.info(f"Stopped after {job.done} of {total} texts; the means below use those.")
-    else:
-        st.success(f"Mean metrics over {job.acc.n_texts} texts.")
-    for message in job.acc.failed[:5]:
-        st.caption(f"Skipped {message}")
-    _grid(table, metric, key="cmp_corpus_grid", name=f"corpus_{metric}_grid", clickable=False,
-          title=f"mean {metric} over the corpus")
+def _corpus_table(table, metric: str, *, title: str) -> None:
+    _grid(table, metric, key="cmp_corpus_grid", name=f"corpus_{metric}_grid", clickable=False, title=title)
     st.dataframe(table.round(4), hide_index=True)
     st.download_button("Download corpus metrics (CSV)", table.to_csv(index=False),
                        file_name="corpus_head_metrics.csv", mime="text/csv", key="cmp_corpus_csv")
+
+
+def corpus_tab(result: AttentionResult, kind: str, block: Block, metric: str) -> None:
+    cap = settings.SETTINGS.upload_max_lines
+    chosen = _chosen_corpus(cap)
+    if isinstance(chosen, pd.DataFrame):      # statistics computed offline
+        n = int(chosen["n_texts"].iloc[0]) if "n_texts" in chosen and len(chosen) else 0
+        st.success(f"Mean metrics over {n:,} texts, computed offline.")
+        _corpus_table(chosen, metric, title=f"mean {metric} over the corpus")
+    elif chosen is not None:
+        if chosen.message:
+            st.warning(chosen.message)
+        key = (chosen.source, chosen.texts[:3], len(chosen.texts), result.model.name, kind)
+        run = st.session_state.get("cmp_corpus_job")
+        c1, c2 = st.columns([1, 1])
+        if c1.button(f"Analyse {len(chosen.texts)} texts", type="primary", key="cmp_corpus_start"):
+            if run is None or run.key != key:
+                run = compute.CorpusRun(key=key, texts=tuple(chosen.texts))
+            run.stopped = False
+            st.session_state.cmp_corpus_job = run
+        if c2.button("Stop", key="cmp_corpus_stop") and run is not None:
+            run.stopped = True
+        if run is not None and run.key == key:
+            _run_corpus(run, kind, metric)
+    explain_box(
+        "Corpus mode runs every text through the current model, in padded batches of similar length, and "
+        "averages each head's metrics over the texts (each text counts the same; padding is never counted). "
+        "Press **Stop** at any time: the means so far are kept, and **Analyse** goes on from there. "
+        f"At most {cap} texts are uploaded here; for more, run `python -m viz stats --corpus FILE --out "
+        "stats.csv` (optionally on Ray) and upload the finished CSV.", title="About corpus mode")
+
+
+def _run_corpus(run, kind: str, metric: str) -> None:
+    total = len(run.texts)
+    bar = st.progress(run.done / total, text=f"{run.done} / {total} texts")
+    if not run.stopped and run.done < total:
+        try:
+            compute.run_corpus(run, kind, progress=lambda line, fraction: bar.progress(min(1.0, fraction),
+                                                                                       text=line))
+        except corpus.CorpusError as exc:
+            st.error(str(exc))
+    if not run.acc.n_texts:
+        return
+    if run.stopped and run.done < total:
+        st.info(f"Stopped after {run.done} of {total} texts; the means below use those.")
+    else:
+        st.success(f"Mean metrics over {run.acc.n_texts} texts.")
+    for message in run.acc.failed[:5]:
+        st.caption(f"Skipped {message}")
+    _corpus_table(run.acc.table(), metric, title=f"mean {metric} over the corpus")

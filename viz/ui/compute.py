@@ -301,34 +301,33 @@ def detector_scores(result: AttentionResult, kind: str, block: Block) -> Detecto
 
 
 @dataclass
-class CorpusJob:
-    """One session's corpus run: kept in its session state between reruns, so Stop can end it."""
+class CorpusRun:
+    """One session's corpus run: kept in its session state between reruns, so Stop can end it and Analyse
+    go on from where it stopped (``job`` holds the running per-head sums and which texts are done)."""
 
     key: tuple
     texts: tuple
-    acc: corpus.MetricAccumulator = field(default_factory=corpus.MetricAccumulator)
-    done: int = 0
+    job: corpus.CorpusJob = field(default_factory=corpus.CorpusJob)
     stopped: bool = False
 
+    @property
+    def done(self) -> int:
+        return self.job.n_done
 
-def run_corpus_job(job: CorpusJob, kind: str, *, progress: Callable[[int], None]) -> None:
-    """Run the job's remaining texts through the current model, adding each text's head metrics."""
-    from viz.capture import InputError, capture
+    @property
+    def acc(self) -> corpus.MetricAccumulator:
+        return self.job.acc
+
+
+def run_corpus(run: CorpusRun, kind: str, *, progress: Callable[[str, float], None]) -> None:
+    """The run's remaining texts through the current model in padded batches (viz.batch), streaming the
+    per-head sums into ``run.job``; ``progress(line, fraction)`` after every batch."""
+    from viz import batch
     loaded = loaded_model(state.get("model"))
     if loaded is None:
         return
-
-    def run(text):
-        try:
-            return capture(text, model=loaded).block(kind)
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
-
-    def step(done, _total, offset=job.done):
-        job.done = offset + done
-        progress(job.done)
-
-    corpus.corpus_metrics(job.texts[job.done:], run, progress=step, should_stop=lambda: job.stopped, into=job.acc)
+    batch.corpus_stats(run.texts, model=loaded, kind=kind, job=run.job, should_stop=lambda: run.stopped,
+                       progress=lambda p: progress(p.line(), p.fraction))
 
 
 # ---------------------------------------------------------------- language models
