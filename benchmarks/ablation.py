@@ -3,9 +3,11 @@
 Per model and length (32 and 128 tokens):
   one ablation      decoder_effect / encoder_effect with 2 heads out (a clean and an ablated pass)
   gradient          gradient_importance (one forward + one backward; MiniLM: 32 probe rows)
-  all heads batched ablation_importance, default: one layer's heads per pass, fanned out at that layer
-  all heads, 27 rows ablation_importance(rows_per_pass=27): three layers per pass
-  no prefix sharing ablation_importance(share_prefix=False): the input repeated, every layer per row
+  all heads batched ablation_importance, default: fan-out (rows join the batch at their layer),
+                    passes of whole layers up to ~256 MB of activations (72 rows at 32 tokens)
+  one layer a pass  ablation_importance(rows_per_pass=n_heads): fan-out, one layer's heads per pass
+  no fan-out        ablation_importance(fanout=False, rows_per_pass=27): the input repeated, 27 rows,
+                    every row through every layer
   one at a time     ablation_importance(rows_per_pass=1): one forward pass per head
 plus the 1-minute load average, so a reader can tell how busy the shared machine was.
 
@@ -63,8 +65,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores; other engineers' jobs included)")
     print("Wall seconds, with process CPU seconds in brackets.\n")
-    print("| model | tokens | one ablation | gradient | all heads batched | 27 rows/pass "
-          "| no prefix sharing | one at a time | speed-up (wall / CPU) | Spearman(gradient, ablation) | load |")
+    print("| model | tokens | one ablation | gradient | all heads batched | one layer a pass "
+          "| no fan-out | one at a time | speed-up (wall / CPU) | Spearman(gradient, ablation) | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         loaded = load_model(name)
@@ -89,8 +91,8 @@ def _row(args, name: str, loaded, n: int) -> None:
     grad_cell = cell(grad_s)
     batched_s, batched = timed(importance, args.repeat)
     batched_cell, batched_cpu = cell(batched_s), CPU[-1]
-    packed = cell(timed(lambda: importance(rows_per_pass=27), 1)[0])
-    repeated = cell(timed(lambda: importance(share_prefix=False), 1)[0])
+    per_layer = cell(timed(lambda: importance(rows_per_pass=loaded.info.n_heads), 1)[0])
+    repeated = cell(timed(lambda: importance(fanout=False, rows_per_pass=27), 1)[0])
     if n <= args.skip_one_at_a_time_above:
         single_s, single = timed(lambda: importance(rows_per_pass=1), 1)
         single_cell = cell(single_s)
@@ -98,7 +100,7 @@ def _row(args, name: str, loaded, n: int) -> None:
         assert abs(single.importance - batched.importance).max() < 1e-5
     else:
         single_cell, speedup = "-", "-"
-    print(f"| {name} ({n_heads} heads) | {len(grad.tokens)} | {one} | {grad_cell} | {batched_cell} | {packed} "
+    print(f"| {name} ({n_heads} heads) | {len(grad.tokens)} | {one} | {grad_cell} | {batched_cell} | {per_layer} "
           f"| {repeated} | {single_cell} | {speedup} | {spearman(grad, batched):.2f} "
           f"| {os.getloadavg()[0]:.1f} |", flush=True)
 

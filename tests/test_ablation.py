@@ -471,21 +471,41 @@ def test_embedding_gradient_importance_is_the_second_order_ablation_effect(tiny_
 def test_batched_all_heads_ablation_equals_one_at_a_time(loaded, family, mode):
     m = loaded[family]
     calls = []
-    batched = ablation.ablation_importance(TEXT, model=m, mode=mode, on_progress=lambda d, t: calls.append((d, t)))
+    fanned = ablation.ablation_importance(TEXT, model=m, mode=mode, on_progress=lambda d, t: calls.append((d, t)))
     single = ablation.ablation_importance(TEXT, model=m, mode=mode, rows_per_pass=1)
-    repeated = ablation.ablation_importance(TEXT, model=m, mode=mode, share_prefix=False)
-    mixed = ablation.ablation_importance(TEXT, model=m, mode=mode, rows_per_pass=3)   # passes span layers
-    for other in (single, repeated, mixed):
-        assert np.allclose(batched.importance, other.importance, atol=1e-5, rtol=0)
-    assert calls[-1] == (8, 8) and len(calls) == 2           # one pass per layer of 4 heads
-    assert (batched.importance > 0).all()
-    # One head against the independent hook.
+    per_layer = ablation.ablation_importance(TEXT, model=m, mode=mode, rows_per_pass=4)   # one layer a pass
+    repeated = ablation.ablation_importance(TEXT, model=m, mode=mode, fanout=False)
+    odd = ablation.ablation_importance(TEXT, model=m, mode=mode, fanout=False, rows_per_pass=3)  # spans layers
+    for other in (single, per_layer, repeated, odd):
+        assert np.allclose(fanned.importance, other.importance, atol=1e-5, rtol=0)
+    assert calls == [(8, 8)]                         # both layers' heads in one pass
+    assert (fanned.importance > 0).all()
     if family != "encoder":
-        assert batched.importance[1, 2] == pytest.approx(
+        assert fanned.importance[1, 2] == pytest.approx(
             ablation.decoder_effect(TEXT, [(1, 2)], model=m, mode=mode).mean_kl, abs=1e-5)
     else:
-        assert batched.importance[1, 2] == pytest.approx(
+        assert fanned.importance[1, 2] == pytest.approx(
             1 - ablation.encoder_effect(TEXT, [(1, 2)], model=m, mode=mode).sentence_cosine, abs=1e-6)
+
+
+@pytest.mark.parametrize("family", ["decoder", "llama", "encoder"])
+def test_rows_fanned_out_from_one_input_row(loaded, family):
+    """ablated_rows with a one-row input: the batch fans out at the first ablated layer."""
+    m = loaded[family]
+    inputs = ids_of(m.path, TEXT)
+    rows = [[(1, 0)], [(0, 2), (1, 1)], [], [(1, 3)]]
+    with torch.inference_mode():
+        with ablation.ablated_rows(m, rows):
+            fanned = m.model(**inputs)[0]
+        with ablation.ablated_rows(m, rows):
+            repeated = m.model(**{k: v.expand(len(rows), -1) for k, v in inputs.items()})[0]
+        alone = []
+        for heads in rows:
+            with ablation.ablated(m, heads):
+                alone.append(m.model(**inputs)[0][0])
+    assert fanned.shape[0] == len(rows)
+    assert torch.allclose(fanned, repeated, atol=1e-5)
+    assert torch.allclose(fanned, torch.stack(alone), atol=1e-5)
 
 
 def test_one_at_a_time_ablation_matches_the_independent_kl(loaded, refs):

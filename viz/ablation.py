@@ -17,7 +17,10 @@ weights are never touched.
 Batched ablation (:func:`ablated_rows`): row r of a batch gets its own set of heads removed.  The
 input can be one row: at the first ablated layer the hook expands it to all rows, so the layers
 before it run once for the whole batch instead of once per row (their output is the same for every
-row).  :func:`ablation_importance` uses it to remove every head alone in a few forward passes.
+row).  :func:`ablation_importance` goes further (fan-out): the text enters as one clean row, and as
+it enters each layer a second pre-hook, on the module holding the attention (decoder layer, BERT's
+``BertAttention``), appends one copy of the clean row per head, each with that head removed.  Every
+row then runs only the layers from its own on: all heads of the embedded LLM in a few passes.
 
 Gates (:func:`gated`): each head's slice multiplied by g_h; with ``g = 1`` requiring grad, one
 backward pass gives dL/dg_h for every head (Michel et al. 2019).
@@ -132,6 +135,13 @@ def install(loaded: LoadedModel) -> dict[tuple[str, int], Site]:
         for proj, site in projections.values():
             proj.register_forward_pre_hook(functools.partial(_hook, id(model), site))
         sites = {key: site for key, (_, site) in projections.items()}
+        for module in model.modules():
+            key, parent = loaded.sites.get(id(module)), module.__dict__.get("_viz_parent")
+            # The module holding the attention takes the residual stream in (Llama/GPT-2 decoder
+            # layer, BERT's BertAttention, T5's layer): rows can be added there.  Cross attention
+            # shares its holder with self attention in some families: never fan out there.
+            if key in sites and key[0] != "cross" and parent is not None:
+                parent.register_forward_pre_hook(functools.partial(_fanout_hook, id(model), key), with_kwargs=True)
         # Through __dict__: an attribute set on an nn.Module would be taken for a submodule or buffer.
         model.__dict__["_viz_ablation_sites"] = sites
         return sites
@@ -145,11 +155,14 @@ class _Plan:
     ``gates[(kind, layer)]``: (n_heads,) tensor multiplying each head's slice.
     ``freeze_means``: mean mode during generation with a KV cache, where a step's input is one
     token: the mean of each head over the first (prompt) pass is kept and reused for later steps.
+    ``fanout[(kind, layer)]``: copies of row 0 appended to the batch as it enters that layer.
     """
 
     def __init__(self, model_id: int, *, masks: dict | None = None, mode: str = "zero",
-                 gates: dict | None = None, rows: int = 1, freeze_means: bool = False):
+                 gates: dict | None = None, rows: int = 1, freeze_means: bool = False,
+                 fanout: dict | None = None):
         self.model_id = model_id
+        self.fanout = fanout or {}
         self.masks = masks or {}
         self.mode = mode
         self.gates = gates or {}
@@ -194,6 +207,20 @@ def _hook(model_id: int, site: Site, module, args):
         return None
     new = plan.apply(site, args[0])
     return None if new is None else (new, *args[1:])
+
+
+def _fanout_hook(model_id: int, key: tuple[str, int], module, args, kwargs):
+    plan = _PLAN.get()
+    if plan is None or plan.model_id != model_id or not plan.fanout.get(key):
+        return None
+    n = plan.fanout[key]
+    hidden = args[0] if args else kwargs.get("hidden_states")
+    if not isinstance(hidden, torch.Tensor):
+        raise TypeError(f"cannot find the hidden states entering {type(module).__name__}")
+    grown = torch.cat([hidden, hidden[:1].expand(n, *hidden.shape[1:])])
+    if args:
+        return (grown, *args[1:]), kwargs
+    return args, dict(kwargs, hidden_states=grown)
 
 
 @contextlib.contextmanager
@@ -714,76 +741,168 @@ def gradient_importance(text: str, *, model: str | LoadedModel | None = None,
 
 
 def ablation_passes(layers: Sequence[Site], rows_per_pass: int) -> list[list[Head]]:
-    """Every (layer, head) once, in layer order, cut into passes of at most ``rows_per_pass`` heads.
-
-    The rows of one pass fan out at its first layer, so a pass that spans layers runs its later
-    rows through the layers in between too; the default (one layer's heads) avoids that.
-    """
+    """Every (layer, head) once, in layer order, cut into passes of at most ``rows_per_pass`` heads."""
     heads = [(s.layer, h) for s in layers for h in range(s.n_heads)]
-    rows_per_pass = max(1, int(rows_per_pass))
-    passes, current = [], []
-    for head in heads:
-        if len(current) == rows_per_pass:
+    size = max(1, int(rows_per_pass))
+    return [heads[i:i + size] for i in range(0, len(heads), size)]
+
+
+def fanout_passes(layers: Sequence[Site], rows_per_pass: int) -> list[list[Site]]:
+    """Consecutive layers grouped so a pass adds at most ``rows_per_pass`` rows (at least one layer)."""
+    passes, current, rows = [], [], 0
+    for site in layers:
+        if current and rows + site.n_heads > rows_per_pass:
             passes.append(current)
-            current = []
-        current.append(head)
+            current, rows = [], 0
+        current.append(site)
+        rows += site.n_heads
     if current:
         passes.append(current)
     return passes
 
 
+def _fanout_plan(loaded: LoadedModel, kind: str, layers: Sequence[Site], mode: str) -> tuple[_Plan, list[Head]]:
+    """One pass over ``layers``: row 0 stays clean; entering each layer, one copy of row 0 per head
+    joins the batch and has that head removed.  Layers before the first run on one row only, and a
+    row goes through the layers after its own, never the ones before (they are row 0's)."""
+    masks, fanout, order, rows = {}, {}, [], 1
+    for site in layers:
+        key = (kind, site.layer)
+        fanout[key] = site.n_heads
+        rows += site.n_heads
+        mask = torch.zeros(rows, site.n_heads, dtype=torch.bool)
+        mask[torch.arange(rows - site.n_heads, rows), torch.arange(site.n_heads)] = True
+        masks[key] = mask
+        order += [(site.layer, h) for h in range(site.n_heads)]
+    return _Plan(id(loaded.model), masks=masks, mode=mode, rows=rows, fanout=fanout), order
+
+
+# Memory per pass: ~256 MB of activations, and ~128 MB of logits at a time.
+_PASS_BYTES, _LOGIT_BYTES, _MAX_ROWS = 2 ** 28, 2 ** 27, 72
+
+
+def _auto_rows(loaded: LoadedModel, n_tokens: int, n_heads: int) -> int:
+    """Rows per fan-out pass: as many as fit the activation budget, at least one layer's heads."""
+    config = loaded.model.config
+    d_model = loaded.info.d_model or 512
+    d_ff = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * d_model
+    per_row = 4 * n_tokens * (2 * n_heads * n_tokens + 4 * d_model + 3 * int(d_ff))
+    return max(n_heads, min(_MAX_ROWS, _PASS_BYTES // max(1, per_row)))
+
+
+def _head_split(loaded: LoadedModel, inputs: dict):
+    """(body, unembedding) of a decoder whose logits are unembedding(body(x).last_hidden_state), else None.
+
+    Batched ablation computes the logits a few rows at a time (all rows' logits at once can be
+    gigabytes).  Checked once per model against the full forward pass; a family that post-processes
+    its logits (soft-capping, scaling) fails the check and gets whole forward passes instead.
+    """
+    model = loaded.model
+    if "_viz_head_split" not in model.__dict__:
+        body, head = getattr(model, "base_model", None), model.get_output_embeddings()
+        split = None
+        if body is not None and body is not model and head is not None:
+            full = model(**inputs, use_cache=False).logits.float()
+            parts = head(body(**inputs, use_cache=False).last_hidden_state).float()
+            if parts.shape == full.shape and torch.allclose(parts, full, rtol=1e-5, atol=1e-5):
+                split = (body, head)
+        model.__dict__["_viz_head_split"] = split
+    return model.__dict__["_viz_head_split"]
+
+
+class _Scorer:
+    """The effect of each batch row's ablation: mean KL over positions (decoders), 1 - cosine (encoders)."""
+
+    def __init__(self, loaded: LoadedModel, inputs: dict):
+        self.loaded, self.mask = loaded, inputs["attention_mask"]
+        self.decoder = loaded.info.family == "decoder"
+        if self.decoder:
+            self.split = _head_split(loaded, inputs)
+            logp = torch.log_softmax(self._one_row(inputs)[0], -1)                   # (T, V)
+            self.p = logp.exp()
+            self.neg_entropy = (self.p * logp).sum(-1)                                # (T,)
+        else:
+            self.reference = _sentence(_hidden(loaded, inputs), self.mask).double()   # (1, D)
+
+    def _one_row(self, inputs: dict) -> torch.Tensor:
+        """(1, T, V) logits of one row, through the same path the batched rows take."""
+        if self.split is None:
+            return _logits(self.loaded, inputs)
+        body, head = self.split
+        return head(body(**inputs, use_cache=False).last_hidden_state).float()
+
+    def __call__(self, inputs: dict) -> torch.Tensor:
+        """(batch,) effects of the rows a forward pass of ``inputs`` gives under the open plan."""
+        if not self.decoder:
+            emb = _sentence(_hidden(self.loaded, inputs), self.mask).double()          # (B, D)
+            return 1 - torch.nn.functional.cosine_similarity(emb, self.reference, dim=-1)
+        if self.split is None:
+            return self._kl(_logits(self.loaded, inputs))
+        body, head = self.split
+        hidden = body(**inputs, use_cache=False).last_hidden_state                    # (B, T, D)
+        n_tokens, vocab = hidden.shape[1], self.p.shape[-1]
+        chunk = max(1, _LOGIT_BYTES // (4 * n_tokens * vocab))
+        return torch.cat([self._kl(head(hidden[i:i + chunk]).float()) for i in range(0, hidden.shape[0], chunk)])
+
+    def _kl(self, logits: torch.Tensor) -> torch.Tensor:
+        """Mean over positions of KL(p || softmax(logits)) per row, from (R, T, V) logits.
+
+        KL = sum p log p - sum p z + logsumexp(z): no second (R, T, V) array; the cross term is one
+        batched matrix product, the log-sum-exp is done in place.
+        """
+        cross = torch.bmm(logits.transpose(0, 1), self.p.unsqueeze(-1))[..., 0].T    # (R, T)
+        top = logits.amax(-1, keepdim=True)
+        lse = logits.sub_(top).exp_().sum(-1).log_() + top[..., 0]                    # (R, T)
+        return (self.neg_entropy - cross + lse).clamp(min=0).mean(-1)
+
+
 def ablation_importance(text: str, *, model: str | LoadedModel | None = None, mode: str = "zero",
-                        rows_per_pass: int | None = None, share_prefix: bool = True,
+                        rows_per_pass: int | None = None, fanout: bool = True,
                         on_progress: Callable[[int, int], None] | None = None) -> HeadImportance:
     """The effect of removing each head alone, for every head.
 
     Decoders: mean over positions of KL(before || after) of the next-token distribution; encoders:
-    1 - cosine of the sentence embedding.  Heads are removed in batches: one forward pass carries
-    ``rows_per_pass`` ablations (default: one layer's heads), each row with a different head removed;
-    ``share_prefix`` feeds one row and fans it out at the ablated layer.  ``rows_per_pass=1`` is the
-    one-at-a-time baseline.  ``on_progress(done, total)`` is called after every pass.
+    1 - cosine of the sentence embedding.  Many ablations share one forward pass, one per batch row:
+    with ``fanout`` (default) the text enters as one row and, at each layer, one copy per head joins
+    the batch with that head removed, so no row recomputes the layers before its own; passes take
+    whole layers, up to ``rows_per_pass`` rows (default: what fits ~256 MB).  ``fanout=False`` repeats
+    the input, one row per head, from the embeddings on.  ``rows_per_pass=1``: one forward pass per
+    head, the baseline.  ``on_progress(done, total)`` (heads) is called after every pass.
     """
     loaded = _loaded(model, EMBEDDED_LLM)
     _supported(loaded)
     _check_mode(mode)
     prepared = _prepare(loaded, text)
-    _, layers = _layer_sites(loaded, None)
+    kind, layers = _layer_sites(loaded, None)
     n_layers, n_heads = len(layers), max(s.n_heads for s in layers)
     layer_index = {s.layer: i for i, s in enumerate(layers)}
-    passes = ablation_passes(layers, rows_per_pass or n_heads)
-    total = sum(len(p) for p in passes)
+    inputs = prepared.inputs
+    rows = int(rows_per_pass) if rows_per_pass else _auto_rows(loaded, inputs["input_ids"].shape[1], n_heads)
     importance = np.zeros((n_layers, n_heads), dtype=np.float64)
-    decoder = loaded.info.family == "decoder"
-    inputs, mask = prepared.inputs, prepared.inputs["attention_mask"]
+    total, done = sum(s.n_heads for s in layers), 0
     start = time.perf_counter()
-    done = 0
+
+    def record(heads: Sequence[Head], effects: torch.Tensor) -> None:
+        nonlocal done
+        for (layer, head), value in zip(heads, effects.tolist()):
+            importance[layer_index[layer], head] = value
+        done += len(heads)
+        if on_progress is not None:
+            on_progress(done, total)
+
     with run_slot(), torch.inference_mode():
-        if decoder:
-            reference = torch.log_softmax(_logits(loaded, inputs)[0], -1)             # (T, V)
-            p_ref = reference.exp()
-            neg_entropy = (p_ref * reference).sum(-1)                                 # (T,)
+        score = _Scorer(loaded, inputs)
+        if rows > 1 and fanout:
+            for group in fanout_passes(layers, rows):
+                plan, heads = _fanout_plan(loaded, kind, group, mode)
+                with _active(plan):
+                    record(heads, score(inputs)[1:])
         else:
-            reference = _sentence(_hidden(loaded, inputs), mask)                      # (1, D)
-        for heads in passes:
-            rows = [[head] for head in heads]
-            batch_inputs = inputs if share_prefix else _repeat(inputs, len(rows))
-            with ablated_rows(loaded, rows, mode=mode):
-                if decoder:
-                    logits = _logits(loaded, batch_inputs)                            # (R, T, V)
-                    # KL(p || q) = sum p log p - sum p z + logsumexp(z), without a second (R, T, V) array.
-                    kl = neg_entropy - torch.einsum("rtv,tv->rt", logits, p_ref) + torch.logsumexp(logits, -1)
-                    effect = kl.clamp(min=0).mean(-1)                                 # (R,)
-                else:
-                    emb = _sentence(_hidden(loaded, batch_inputs), mask)              # (R, D)
-                    effect = 1 - torch.nn.functional.cosine_similarity(emb.double(), reference.double(), dim=-1)
-            effect = effect.expand(len(rows)) if effect.numel() == 1 else effect
-            for (layer, head), value in zip(heads, effect.tolist()):
-                importance[layer_index[layer], head] = value
-            done += len(heads)
-            if on_progress is not None:
-                on_progress(done, total)
+            for heads in ablation_passes(layers, rows):
+                with ablated_rows(loaded, [[head] for head in heads], mode=mode):
+                    record(heads, score(_repeat(inputs, len(heads))))
     return HeadImportance(method="ablation", importance=importance,
-                          objective=ABLATION_OBJECTIVES["decoder" if decoder else "encoder"],
+                          objective=ABLATION_OBJECTIVES["decoder" if loaded.info.family == "decoder" else "encoder"],
                           tokens=prepared.tokens, mode=mode, seconds=time.perf_counter() - start,
                           truncated=prepared.truncated)
 
