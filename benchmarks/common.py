@@ -21,3 +21,12 @@ def text_of(n_tokens: int, loaded) -> str:
         else:
             hi = mid - 1
     return " ".join(words[:lo])
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux /proc)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")

@@ -13,20 +13,13 @@ import argparse
 import gc
 import time
 
-from common import text_of
+from common import rss_mb, text_of
 
 from viz import attention_fn
 from viz.cache import nbytes
 from viz.capture import capture, capture_layer
 from viz.models import load_model
 
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def counting_attention_calls():

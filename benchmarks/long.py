@@ -20,17 +20,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common import rss_mb  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 BERTVIZ_130 = 55e6          # bytes of bertviz head_view HTML at 130 tokens, 6 layers x 12 heads (DESIGN.md)
 
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def timed(fn):
