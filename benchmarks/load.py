@@ -600,7 +600,7 @@ async def gen_burst(server: Server, *, n: int, new: int, timeout_s: float, offse
             await browser.close()
     await asyncio.sleep(1)
     first = outcomes[0] if browser is not None else None
-    return GenRun(f"{n} at once" + (" (one a Chromium tab)" if tab else ""),
+    return GenRun(f"{n} at once" + (" (one a Chromium tab)" if tab else " (headless)"),
                   [o.seconds for o in outcomes if not o.error],
                   {i: o.tokens for i, o in enumerate(outcomes) if isinstance(o, GenOutcome)},
                   [o.error for o in outcomes if o.error], wall,
@@ -625,8 +625,8 @@ async def gen_soak(server: Server, *, runs: int, wave: int, new: int, timeout_s:
     return rows
 
 
-def _gen_server(cache_mb: int | None = None) -> Server:
-    env = {"VIZ_SERVER_MODE": "1"}
+def _gen_server(cache_mb: int | None = None, **extra: str) -> Server:
+    env = {"VIZ_SERVER_MODE": "1", **extra}
     if cache_mb is not None:
         env["VIZ_CACHE_MB"] = str(cache_mb)
     server = Server("app.py", env=env).start()
@@ -641,14 +641,21 @@ def gen_section(args) -> tuple[list[str], bool]:
     result cache, while a page still finds its own result there), then the soak."""
     n, runs, lines, ok = args.sessions, [], [], True
     serial = None
+    modes = [("", {})] + ([(", final pass", {"VIZ_BATCH_FINAL_PASS": "1"})] if args.gen_final_pass else [])
     for b in range(args.gen_bursts):
-        server = _gen_server()
-        try:
-            runs.append(asyncio.run(gen_burst(server, n=n, new=args.gen_new, timeout_s=args.timeout)))
-        finally:
-            server.stop()
-        print(f"  burst: p95 {pct(runs[-1].times, 95):.1f} s, wall {runs[-1].wall:.1f} s, errors {len(runs[-1].errors)}",
-              flush=True)
+        # All headless (the server's own cost), then one of them a real Chromium tab, which runs on this
+        # same machine's 2 cores during the burst (a student's browser would not).
+        for mode, extra in modes:
+            for tab in (False, True):
+                server = _gen_server(**extra)
+                try:
+                    run = asyncio.run(gen_burst(server, n=n, new=args.gen_new, timeout_s=args.timeout, tab=tab))
+                finally:
+                    server.stop()
+                run.label += mode
+                runs.append(run)
+                print(f"  burst{mode}{' with a tab' if tab else ''}: p95 {pct(run.times, 95):.1f} s, "
+                      f"wall {run.wall:.1f} s, errors {len(run.errors)}", flush=True)
         if serial is None:
             server = _gen_server()
             try:
@@ -687,7 +694,7 @@ def gen_section(args) -> tuple[list[str], bool]:
         ok &= not r.errors and same == len(compared)
         lines.append(f"| {r.label} | {n} | {len(r.times)} | {len(r.errors)} | {pct(r.times, 50):.1f} "
                      f"| {pct(r.times, 95):.1f} | {max(r.times, default=float('nan')):.1f} "
-                     f"| **{pct(r.times, 95) / total:.2f}** | {r.tab if r.tab is None else f'{r.tab:.1f}'} "
+                     f"| **{pct(r.times, 95) / total:.2f}** | {'' if r.tab is None else f'{r.tab:.1f}'} "
                      f"| {r.progress} | {r.waiting} | {r.rss[0]:.0f} / {r.rss[1]:.0f} / {r.rss[2]:.0f} "
                      f"| {same} / {len(compared)} |")
     ok &= not serial.errors
@@ -762,6 +769,8 @@ def main(argv=None) -> int:
                     help="bursts of --sessions students generating at once on the embedded LLM, against the same "
                          "generations one after another in the same run (0: skip)")
     ap.add_argument("--gen-new", type=int, default=20, help="new tokens per generation")
+    ap.add_argument("--gen-final-pass", action="store_true",
+                    help="also burst with VIZ_BATCH_FINAL_PASS=1 (attention from one more shared pass)")
     ap.add_argument("--gen-soak", type=int, default=0,
                     help="generations in the generation soak, in waves of --gen-soak-wave at once (goal 300; 0: skip)")
     ap.add_argument("--gen-soak-wave", type=int, default=30)

@@ -62,10 +62,12 @@ from viz.settings import SETTINGS
 log = logging.getLogger("viz")
 
 # The largest difference between a batched and a lone run's logits a choice is trusted to survive.
-# Measured on SmolLM2-135M-Instruct (30 padded rows, 64 steps, tests and benchmarks/batching.py): at most
-# ~3e-5; the tiny test models ~1e-6.  A choice within twice this of a tie runs alone instead.
+# Measured on SmolLM2-135M-Instruct (benchmarks/batching.py: 30 padded rows x 64 steps, every logit of
+# every step): at most 1.0e-4, so this leaves a factor of 10.  A choice within twice this of a tie is
+# replayed alone instead (about 1 request in 10 to 30 in a class, most of them sampled ones).
 LOGIT_TOLERANCE = 1e-3
 _MB = 1024 * 1024
+SOLO_CATCH_UP = 4        # one-row replay steps per shared step while a replay redoes steps already shown
 
 
 # ---------------------------------------------------------------- public entry points
@@ -214,6 +216,9 @@ class _Row:
     top_probs: list = field(default_factory=list)
     stop: str = "length"
     k: int = 0
+    closing: bool = False            # finished: fed its last token once more, for that token's attention row
+    prompt_attention: np.ndarray | None = None   # (L, H, n_prompt, n_prompt), from the prefill
+    step_attention: list = field(default_factory=list)   # (L, H, n_prompt + k + 1) for generated token k
 
     @classmethod
     def new(cls, job: gen._Job, ticket: _Ticket, *, solo: bool = False, announced: int = 0) -> _Row:
@@ -225,6 +230,20 @@ class _Row:
     @property
     def n_prompt(self) -> int:
         return len(self.job.built.ids)
+
+    def attention(self) -> np.ndarray:
+        """(L, H, T, T) over prompt + generated tokens: the rows a full pass over the sequence gives, as the
+        batch computed them (row i only reads keys up to i, so the cache makes the same rows)."""
+        if self.prompt_attention is None or len(self.step_attention) != len(self.ids):
+            raise cap.ModelError("The model returned no self attention weights (its attention implementation "
+                                 "does not expose them)")
+        n_layers, n_heads, n, _ = self.prompt_attention.shape
+        total = n + len(self.ids)
+        pattern = np.zeros((n_layers, n_heads, total, total), dtype=np.float32)
+        pattern[:, :, :n, :n] = self.prompt_attention
+        for k, row in enumerate(self.step_attention):
+            pattern[:, :, n + k, : n + k + 1] = row
+        return pattern
 
     def steps(self) -> gen._Steps:
         return gen._Steps(ids=list(self.ids), probs=list(self.probs), forced=list(self.forced),
@@ -335,9 +354,12 @@ class Engine:
     """One model's shared batches: the waiting requests, the decoding groups and the worker thread."""
 
     def __init__(self, loaded: LoadedModel, *, max_size: int | None = None, max_tokens: int | None = None,
-                 attention_mb: int | None = None):
+                 attention_mb: int | None = None, final_pass: bool | None = None):
         import inspect
         self.loaded = loaded
+        # How a finished generation gets its attention: from the prefill and steps that made it (default),
+        # or from one more padded pass over the whole sequence (VIZ_BATCH_FINAL_PASS=1), as a lone run does.
+        self.final_pass = SETTINGS.batch_final_pass if final_pass is None else final_pass
         self.max_size = max_size or SETTINGS.batch_max_size
         self.max_tokens = max_tokens or SETTINGS.batch_max_tokens
         self.attention_mb = attention_mb or SETTINGS.batch_attention_mb
@@ -412,27 +434,33 @@ class Engine:
                 for row in replays:
                     self._prefill(_Group(solo=True), [row])
                 for bucket in buckets([row.n_prompt for row in joining]):
-                    rows = [joining[i] for i in bucket]
-                    self._prefill(self._shared, rows)
-                    with self._cond:
-                        self._joining = [row for row in self._joining if row not in rows]
+                    for rows in self._within_attention([joining[i] for i in bucket]):
+                        self._prefill(self._shared, rows)
+                        with self._cond:
+                            self._joining = [row for row in self._joining if row not in rows]
                 if passes:
                     self._run_passes(passes)
-                for group in [self._shared, *self._solos]:
-                    if group.rows:
-                        self._step(group)
+                if self._shared.rows:
+                    self._step(self._shared)
+                for group in self._solos:
+                    # A replay first redoes steps its student has already seen: a few of its cheap
+                    # one-row steps per shared step, so it does not trail the batch by that much.
+                    for _ in range(SOLO_CATCH_UP if group.rows and len(group.rows[0].ids) < group.rows[0].announced
+                                   else 1):
+                        if group.rows:
+                            self._step(group)
                 self._solos = [group for group in self._solos if group.rows]
         except BaseException as exc:   # a bug here must not leave requesters waiting: each runs alone
             log.exception("batching worker failed")
             with self._cond:
                 items = self._decoding + self._replays + list(self._waiting) + list(self._passes)
-                self._shared, self._solos, self._replays = _Group(), [], []
+                self._shared, self._solos, self._replays, self._joining = _Group(), [], [], []
                 self._waiting.clear()
                 self._passes.clear()
                 self._worker = None
-            for item in items:
+            for ticket in {id(item.ticket): item.ticket for item in items}.values():
                 self.stats["alone"][f"worker failed: {type(exc).__name__}"] += 1
-                item.ticket.put("alone")
+                ticket.put("alone")
 
     def _admit_locked(self) -> list[_Row]:
         """Waiting generations that fit the caps, first come first served (the first fits an empty batch)."""
@@ -471,6 +499,20 @@ class Engine:
         self._passes = kept
         return taken
 
+    def _within_attention(self, items: list) -> list[list]:
+        """``items`` (sorted by length) cut into runs whose attention, all layers at once with a copy,
+        stays within VIZ_BATCH_ATTENTION_MB (one item always goes, however long)."""
+        info = self.loaded.info
+        per_cell = info.n_layers * info.n_heads * 4 * 2
+        runs: list[list] = []
+        for item in items:
+            n = item.n_prompt if isinstance(item, _Row) else item.n
+            if runs and (len(runs[-1]) + 1) * per_cell * n * n <= self.attention_mb * _MB:
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        return runs
+
     # ------------------------------------------------------------ generation: prefill and merge
     def _prefill(self, group: _Group, rows: list[_Row]) -> None:
         """Prefill ``rows`` together (left padding), merge their cache into ``group``, make their first choice."""
@@ -486,11 +528,19 @@ class Engine:
                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0), **gen._logits_kwargs(self.loaded))
         if not bool(mask.all()):
             kwargs["attention_mask"] = mask
+        if not self.final_pass:
+            kwargs["output_attentions"] = True
         began = time.perf_counter()
         try:
             with cap.run_slot(), torch.inference_mode():
                 out = model(**kwargs)
-            logits = out.logits[:, -1]                                           # (G, vocab)
+                logits = out.logits[:, -1]                                       # (G, vocab)
+                if not self.final_pass and _has(out.attentions):
+                    attention = torch.stack(out.attentions)                     # (L, G, H, P, P)
+                    width = ids.shape[1]
+                    for g, row in enumerate(rows):      # each row's own block: the padding is on the left
+                        n = row.n_prompt
+                        row.prompt_attention = attention[:, g, :, width - n:, width - n:].float().numpy().copy()
         except Exception as exc:  # noqa: BLE001 - one bad prompt must not fail the others: each runs alone
             log.warning("batched prefill failed (%s): %d requests run alone", exc, len(rows))
             for row in rows:
@@ -529,11 +579,19 @@ class Engine:
                       **gen._logits_kwargs(self.loaded))
         if not bool(mask.all()):
             kwargs["attention_mask"] = mask
+        if not self.final_pass:
+            kwargs["output_attentions"] = True
         began = time.perf_counter()
         try:
             with cap.run_slot(), torch.inference_mode():
                 out = self.loaded.model(**kwargs)
-            logits = out.logits[:, -1]
+                logits = out.logits[:, -1]
+                if not self.final_pass and _has(out.attentions):
+                    attention = torch.stack(out.attentions)                     # (L, B, H, 1, C)
+                    width = mask.shape[1]
+                    for b, row in enumerate(rows):      # its real keys: the last n_prompt + len(ids) columns
+                        k = row.n_prompt + len(row.ids)
+                        row.step_attention.append(attention[:, b, :, 0, width - k:].float().numpy().copy())
         except Exception as exc:  # noqa: BLE001 - each row runs alone, so only a bad one fails
             log.warning("batched decoding step failed (%s): %d requests run alone", exc, len(rows))
             for row in rows:
@@ -545,16 +603,20 @@ class Engine:
             self.stats["step_s"] += model_s
         group.mask = mask
         self.stats["steps"] += 1
-        self._after_choices(group, [(b, row, logits[b]) for b, row in enumerate(rows)])
+        closing = {b for b, row in enumerate(rows) if row.closing}
+        for b in closing:
+            self._finish(rows[b])
+        self._after_choices(group, [(b, row, logits[b]) for b, row in enumerate(rows) if b not in closing],
+                            leaving=closing)
         self.trace.append((began, "solo step" if group.solo else "step", len(rows), mask.shape[1], model_s,
                            time.perf_counter() - began))
 
-    def _after_choices(self, group: _Group, choices) -> None:
+    def _after_choices(self, group: _Group, choices, *, leaving: set | None = None) -> None:
         """Each row's choice from its logits; rows that finished, failed or must be replayed leave."""
         rows = self._shared.rows + [row for solo in self._solos for row in solo.rows]
         self.stats["decode_rows"] = max(self.stats["decode_rows"], len(rows))
         self.stats["tokens_in_flight"] = max(self.stats["tokens_in_flight"], sum(r.tokens for r in rows))
-        leaving = set()
+        leaving = set(leaving or ())
         for b, row, logits in choices:
             try:
                 outcome = self._choose(row, logits)
@@ -572,6 +634,8 @@ class Engine:
                 self.stats["replays"] += 1
                 self._replays.append(_Row.new(row.job, row.ticket, solo=True, announced=len(row.ids)))
                 leaving.add(b)
+            elif outcome == "done" and not self.final_pass:
+                row.closing = True      # one more step feeds its last token: that token's attention row
             elif outcome == "done":
                 full = torch.tensor([list(row.job.built.ids) + row.ids])
                 with self._cond:
@@ -611,6 +675,14 @@ class Engine:
             return "done"
         return "done" if len(row.ids) >= job.max_new_tokens else "next"
 
+    def _finish(self, row: _Row) -> None:
+        try:
+            pattern = row.attention()
+        except cap.ModelError as exc:
+            row.ticket.put("error", exc)
+            return
+        row.ticket.put("done", (row.steps(), pattern))
+
     def _alone(self, row: _Row, why: str) -> None:
         self.stats["alone"][why] += 1
         row.ticket.put("alone")
@@ -621,17 +693,9 @@ class Engine:
         for item in items:
             if item.row is None:
                 item.ticket.put("start")
-        info = self.loaded.info
-        per_cell = info.n_layers * info.n_heads * 4 * 2     # attention bytes per query-key cell, with a copy
         for bucket in buckets([item.n for item in items]):
-            batch: list[_Pass] = []
-            for item in (items[i] for i in bucket):
-                longest = max([item.n] + [p.n for p in batch])
-                if batch and (len(batch) + 1) * per_cell * longest ** 2 > self.attention_mb * _MB:
-                    self._pass_batch(batch)
-                    batch = []
-                batch.append(item)
-            self._pass_batch(batch)
+            for batch in self._within_attention([items[i] for i in bucket]):
+                self._pass_batch(batch)
 
     def _pass_batch(self, items: list[_Pass]) -> None:
         self.stats["passes"] += 1
@@ -734,10 +798,11 @@ def _nucleus_bounds(scores: torch.Tensor, token: int, top_p: float, move: float)
     ``floor``: tokens scoring below it are surely cut.  ``surely kept``: ``token`` survives the cut.
     The cut removes a token when the tokens sorted at or below it hold at most 1 - top_p; within
     ``move`` each probability changes by a factor within exp(+-2 move) and tokens within 2 move of a
-    score may sort on either side of it; the float32 sums of the draw round by up to vocab x eps.
+    score may sort on either side of it; the draw's float32 softmax and cumulative sum round by a few
+    float32 ulps (torch accumulates the sum in double: :func:`_sums_are_accurate`), else by up to vocab x eps.
     """
     threshold = 1.0 - top_p
-    rounding = scores.numel() * 6e-8
+    rounding = 1e-5 if _sums_are_accurate() else scores.numel() * 6e-8
     ordered, order = torch.sort(scores)
     p = torch.softmax(scores.double(), dim=-1)
     cumulative = torch.cumsum(p[order], dim=0)                         # cumulative[j]: mass of the j + 1 lowest
@@ -752,6 +817,14 @@ def _nucleus_bounds(scores: torch.Tensor, token: int, top_p: float, move: float)
     others = torch.cat([scores[:token], scores[token + 1:]])
     kept = kept or bool(scores[token] - 2 * move > others.max())
     return floor, kept
+
+
+@functools.cache
+def _sums_are_accurate() -> bool:
+    """torch.cumsum of float32 on this CPU accumulates in double: one float32 rounding per value, not one
+    per addition (49,152 equal terms summed in float32 one by one would be off by ~1e-4)."""
+    x = torch.full((49152,), 1e-5)
+    return float((torch.cumsum(x, 0).double() - torch.cumsum(x.double(), 0)).abs().max()) < 1e-6
 
 
 @functools.cache
@@ -779,6 +852,10 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
         ids[b, longest - len(row):] = torch.tensor(row, dtype=torch.long)
         mask[b, longest - len(row):] = 1
     return ids, mask
+
+
+def _has(attentions) -> bool:
+    return bool(attentions) and all(a is not None for a in attentions)
 
 
 def _pad_cols(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -25,8 +25,11 @@ VIZ_BATCHING           1 (default): requests that arrive while the model is busy
                        0: one run at a time, the queue of VIZ_CONCURRENT_RUNS only.
 VIZ_BATCH_MAX_SIZE     requests in one shared batch: generations decoding together, or texts in one
                        forward pass (default 32).
-VIZ_BATCH_MAX_TOKENS   tokens in flight in one shared batch: its rows x its longest row (prompt + new
-                       tokens), the size of the padded key/value cache (default 4096).
+VIZ_BATCH_MAX_TOKENS   tokens in flight in one shared batch: the sum of prompt + new tokens of the
+                       generations decoding together, of the tokens of the texts in one pass (default 4096).
+VIZ_BATCH_FINAL_PASS   1: a generation decoded in a shared batch gets its attention from one more padded
+                       pass over its whole sequence, as a lone run does; 0 (default): from the batch's own
+                       prefill and steps (the same rows, to float error, without that pass).
 VIZ_CACHE_DIR          where the embedded models are unpacked once
                        (default $XDG_CACHE_HOME/attention-explorer, else ~/.cache/attention-explorer).
 HF_HUB_OFFLINE=1       never contact the Hugging Face hub (also read by huggingface_hub itself).
@@ -63,6 +66,7 @@ class Settings:
     batching: bool = True
     batch_max_size: int = 32
     batch_max_tokens: int = 4096
+    batch_final_pass: bool = False
     # Per-family token caps when VIZ_MAX_TOKENS is not set (max_tokens is then the encoders' one).
     decoder_max_tokens: int = 2048
     full_pattern_mb: int = 128
@@ -91,6 +95,7 @@ def load() -> Settings:
         batching=os.environ.get("VIZ_BATCHING", "1").strip().lower() not in ("0", "false", "no", "off"),
         batch_max_size=max(1, int(os.environ.get("VIZ_BATCH_MAX_SIZE", "32"))),
         batch_max_tokens=max(1, int(os.environ.get("VIZ_BATCH_MAX_TOKENS", "4096"))),
+        batch_final_pass=_flag("VIZ_BATCH_FINAL_PASS"),
     )
 
 
