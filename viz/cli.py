@@ -31,7 +31,6 @@ import os
 import sys
 import warnings
 
-import numpy as np
 import pandas as pd
 
 from viz import corpus, export, launch, stats
@@ -96,7 +95,8 @@ def _capture_command(args: argparse.Namespace) -> int:
     check_out(args.out)
     result = capture(args.text, pair=args.pair, target=args.target, model=args.model)
     arrays = export.result_arrays(result, word_level=args.word_level, rollout=args.rollout)
-    write_file(args.out, lambda path: np.savez(path, **arrays))
+    # save_npz: a long result's attention goes into the file one exactly recomputed layer at a time
+    write_file(args.out, lambda path: export.save_npz(path, arrays))
     if result.truncated:
         print(f"warning: input truncated: {result.truncated} tokens dropped to fit the model's limit of "
               f"{result.model.max_length} tokens", file=sys.stderr)
@@ -309,7 +309,7 @@ def _generate_command(args: argparse.Namespace) -> int:
                       sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                       top_k=args.top_k)
     arrays = export.generation_arrays(result)
-    write_file(args.out, lambda path: np.savez(path, **arrays))
+    write_file(args.out, lambda path: export.save_npz(path, arrays))
     if result.notice:
         print(f"warning: {result.notice}", file=sys.stderr)
     print(result.completion)

@@ -10,27 +10,28 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures.common import (ATTENTION_SCALE, MASKED_BACKGROUND, heatmap_side, margin, mask_future,
-                                thin_ticks)
+from viz.figures.common import (ATTENTION_SCALE, MASKED_BACKGROUND, heatmap_side, margin, thin_ticks)
 
 
 def heatmap_figure(pattern: np.ndarray, query_labels, key_labels, *, causal: bool = False,
                    title: str = "", zmax: float | None = None, colorscale: str = ATTENTION_SCALE,
-                   query_axis: str = "query (attends from)", key_axis: str = "key (attends to)") -> go.Figure:
+                   query_axis: str = "query (attends from)", key_axis: str = "key (attends to)",
+                   query_start: int = 0, key_start: int = 0) -> go.Figure:
     """One head's (query_pos, key_pos) matrix with tokens on both axes and hover of query, key, weight.
 
     With ``causal`` the masked future (key_pos > query_pos) is drawn as a gap
-    (NaN, hatched grey background), not as zeros.
+    (NaN, hatched grey background), not as zeros. ``query_start`` / ``key_start``: the matrix is
+    a region of a larger one whose first row / column sits at that position (the heatmap's zoom).
     """
     pattern = np.asarray(pattern, dtype=np.float32)
     n_q, n_k = pattern.shape
     z = pattern.copy()
     if causal:
-        mask_future(z)
+        z[np.arange(key_start, key_start + n_k)[None, :] > np.arange(query_start, query_start + n_q)[:, None]] = np.nan
     # Axis categories "position token" are unique even when tokens repeat, and let the
     # hover name both tokens without a per-cell customdata array (5 MB at 512 tokens).
-    q_cat = [f"{i} {lab}" for i, lab in enumerate(query_labels)]
-    k_cat = [f"{j} {lab}" for j, lab in enumerate(key_labels)]
+    q_cat = [f"{query_start + i} {lab}" for i, lab in enumerate(query_labels)]
+    k_cat = [f"{key_start + j} {lab}" for j, lab in enumerate(key_labels)]
     finite = np.isfinite(z)
     fig = go.Figure(go.Heatmap(
         z=z, x=k_cat, y=q_cat, colorscale=colorscale,

@@ -5,7 +5,7 @@
 - :mod:`viz.ui.widgets` the sidebar, the page header, the pickers and view options.
 - :mod:`viz.ui.output`  figures, views, explanations, presentation mode, downloads, the footer.
 - :mod:`viz.ui.compare` the compare-heads tabs; :mod:`viz.ui.lm` the generation widgets;
-  :mod:`viz.ui.ablation` the ablation widgets.
+  :mod:`viz.ui.ablation` the ablation widgets; :mod:`viz.ui.zoom` the heatmap's region.
 
 Pages use the names re-exported here and stay short: title, result, pickers, one builder, show it.
 """
@@ -23,5 +23,6 @@ from viz.ui.output import (apply_presentation, explain_box, figure_font_px, figu
                            table_download, theme)
 from viz.ui.state import (CUSTOM, DEFAULT_TEXT, bind, current_model, current_text, model_choices,  # noqa: F401
                           page_link, park_pick, remember, select_layer_head, set_input, set_url, url_value)
+from viz.ui.zoom import pick_window  # noqa: F401
 from viz.ui.widgets import (KIND_LABELS, ensure_navigation, flag_toggle, page, pick, pick_head,  # noqa: F401
                             pick_kind, pick_layer_head, row, sidebar, transform, view_options)

@@ -236,7 +236,9 @@ def footer(page) -> None:
     if block is None:
         return
     layer, head = _int_or_none(state.get("layer")), _int_or_none(state.get("head"))
-    scope = export.csv_scope(block, layer=layer, head=head)
+    rows, keys = _heatmap_region(url_path, block)
+    scope = export.csv_scope(block, layer=layer, head=head, rows=rows, keys=keys)
+    npz = export.npz_scope(result, layer=layer)       # a long result: the shown layer only (it says so)
     stem = export.safe_name(f"attention_{block.kind}")
     later = compute.result_later()   # the buttons keep the input, not this result (see result_later)
     block_kind = block.kind
@@ -245,9 +247,29 @@ def footer(page) -> None:
                            file_name=f"{stem}.csv",
                            mime="text/csv", key="dl_csv", icon=":material/table:", on_click="ignore",
                            help="Long form: layer, head, query_pos, key_pos, query_token, key_token, weight")
-        st.download_button("Download NPZ", data=lambda: export.npz_bytes(later()), file_name="attention.npz",
+        st.download_button("Download NPZ", data=lambda: export.npz_bytes(later(), npz),
+                           file_name="attention.npz" if npz.layer is None else f"attention_L{npz.layer}.npz",
                            mime="application/octet-stream", key="dl_npz", icon=":material/download:",
                            on_click="ignore", help="numpy arrays in the CLI's layout (np.load)")
+    npz_text = ("every block, layer and head, with the tokens (the CLI's capture layout)" if npz.layer is None
+                else f"{npz.description}; `layers` in the file names it")
     st.caption(f"CSV: {KIND_LABELS.get(block.kind, block.kind)}, {scope.description}, "
-               f"{scope.n_rows(block):,} rows. NPZ: every block, layer and head, with the tokens "
-               f"(the CLI's capture layout).")
+               f"{scope.n_rows(block):,} rows (about {_megabytes(scope.nbytes(block))}). NPZ: {npz_text}.")
+
+
+def _megabytes(nbytes: int) -> str:
+    return f"{nbytes / 1e6:,.1f} MB" if nbytes < 10e6 else f"{nbytes / 1e6:,.0f} MB"
+
+
+def _heatmap_region(url_path: str, block) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """The heatmap's zoomed region as [start, stop) rows and keys of ``block``, for the CSV; (None, None)
+    elsewhere, and under word-level or hidden tokens (the region's positions are those of the
+    transformed matrix, the CSV's those of the tokens)."""
+    if url_path != "heatmap" or any(state.view_key()) or state.get("queries") is None:
+        return None, None
+    from viz.views.heatmap import window_of
+    n_q, n_k = block.pattern.shape[2:]
+    window = window_of(state.get("queries"), state.get("keys"), n_q, n_k)
+    if window.is_whole(n_q, n_k):
+        return None, None
+    return (window.q0, window.q1), (window.k0, window.k1)

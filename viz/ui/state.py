@@ -50,6 +50,8 @@ PARAMS: dict[str, Param] = {
     "nospecial": Param("0", omit_default=True, doc="1: hide special tokens and renormalise"),
     "nofirst": Param("0", omit_default=True, doc="1: hide the first token (attention sink) and renormalise"),
     "zoom": Param("0", omit_default=True, doc="1: the heatmap as a zoomable plotly chart"),
+    "queries": Param("", omit_default=True, doc="heatmap: the query rows drawn, `from-to` (0-based, both included)"),
+    "keys": Param("", omit_default=True, doc="heatmap: the key columns drawn, `from-to` (0-based, both included)"),
     "present": Param("0", omit_default=True, doc="1: presentation mode"),
     "ablate": Param("", omit_default=True, doc="heads knocked out, `L:H,L:H`, on every view"),
     "mode": Param("zero", omit_default=True, doc="ablation: `zero` or `mean` (each head's mean output)"),

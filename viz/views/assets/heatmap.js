@@ -1,5 +1,7 @@
 // Canvas heatmap of viz/views/heatmap.py: the data comes from the #hm-data JSON element.
 // The page keeps no state beyond the data and the hovered cell; everything is redrawn on resize.
+// D.q0/D.k0 place the drawn window in the whole matrix; D.qs x D.ks positions make one drawn cell
+// (1 x 1: exact weights; more: each block's largest weight, for inputs longer than the view draws).
 (function () {
   "use strict";
   var D = JSON.parse(document.getElementById("hm-data").textContent);
@@ -9,7 +11,23 @@
   var F = D.font, FAMILY = "system-ui,-apple-system,'Segoe UI',Roboto,sans-serif";
   var root = document.getElementById("hm"), plot = document.getElementById("hm-plot");
   var over = document.getElementById("hm-over"), tip = document.getElementById("hm-tip");
-  var L = null, cur = null;
+  var L = null, cur = null, drag = null;
+  var Q0 = D.q0 || 0, K0 = D.k0 || 0, QS = D.qs || 1, KS = D.ks || 1, EXACT = QS === 1 && KS === 1;
+  var ZOOMED = D.whole === false;
+  // Tick labels: the tokens; with a window, their positions too; with blocks, a block's first position.
+  function ticks(labels, n, size, start) {
+    var out = [];
+    for (var i = 0; i < n; i++) {
+      out.push(size === 1 ? (ZOOMED ? (start + i) + " " + labels[i] : labels[i])
+                          : (start + i * size) + " " + labels[i * size]);
+    }
+    return out;
+  }
+  var QT = ticks(D.q, D.nq, QS, Q0), KT = ticks(D.k, D.nk, KS, K0);
+  function span(labels, i, size, start) {             // positions [a, b] of drawn cell i, both ends included
+    var a = i * size, b = Math.min(labels.length, a + size) - 1;
+    return {a: start + a, b: start + b, first: a, last: b};
+  }
   var LUT = null, MASKED = null, INK = null;     // the theme's colours, set by useTheme()
   function useTheme() {
     var theme = root.getAttribute("data-ae-theme") === "dark" ? "dark" : "light";
@@ -39,7 +57,7 @@
   function layout(W, H) {
     var ctx = plot.getContext("2d");
     ctx.font = F + "px " + FAMILY;
-    var cap = 14 * F, qw = widest(ctx, D.q, cap), kw = widest(ctx, D.k, cap);
+    var cap = 14 * F, qw = widest(ctx, QT, cap), kw = widest(ctx, KT, cap);
     var top = 2.4 * F + 10, left = qw + 2 * F + 14, right = 6 * F + 24;
     var bottom = kw * 0.87 + 2.6 * F + 10;            // key labels turned by 60 degrees
     var pw = Math.max(40, W - left - right), ph = Math.max(40, H - top - bottom);
@@ -69,17 +87,17 @@
     ctx.fillStyle = INK.fg; ctx.textBaseline = "middle";
     if (D.title) {
       ctx.font = "600 " + (F + 2) + "px " + FAMILY; ctx.textAlign = "left";
-      ctx.fillText(fit(ctx, D.title, l.W - 60), 8, 10 + 1.1 * F);
+      ctx.fillText(fit(ctx, D.title, l.W - (D.zoom && ZOOMED ? 170 : 60)), 8, 10 + 1.1 * F);
     }
     ctx.font = F + "px " + FAMILY;
     var si = step(D.nq, l.ph), sj = step(D.nk, l.pw), i, j;
     ctx.textAlign = "right";
-    for (i = 0; i < D.nq; i += si) ctx.fillText(fit(ctx, D.q[i], l.cap), l.left - 5, l.top + (i + 0.5) * l.ch);
+    for (i = 0; i < D.nq; i += si) ctx.fillText(fit(ctx, QT[i], l.cap), l.left - 5, l.top + (i + 0.5) * l.ch);
     for (j = 0; j < D.nk; j += sj) {
       ctx.save();
       ctx.translate(l.left + (j + 0.5) * l.cw, l.top + l.ph + 5);
       ctx.rotate(-Math.PI / 3);
-      ctx.fillText(fit(ctx, D.k[j], l.cap), 0, 0);
+      ctx.fillText(fit(ctx, KT[j], l.cap), 0, 0);
       ctx.restore();
     }
     ctx.textAlign = "center";
@@ -124,9 +142,7 @@
     x.strokeRect(L.left + c.j * L.cw, L.top, L.cw, L.ph);
     x.globalAlpha = 1; x.lineWidth = 2;
     x.strokeRect(L.left + c.j * L.cw, L.top + c.i * L.ch, Math.max(L.cw, 2), Math.max(L.ch, 2));
-    var w = weight(c.i, c.j);
-    tip.textContent = "query " + c.i + " " + D.q[c.i] + "\nkey " + c.j + " " + D.k[c.j] + "\n" +
-      (w === w ? "weight " + w.toFixed(4) : "masked: a token cannot attend to later tokens");
+    tip.textContent = tipText(c.i, c.j);
     tip.hidden = false;
     var tx = L.left + (c.j + 1) * L.cw + 12, ty = L.top + c.i * L.ch + 8;
     if (tx + tip.offsetWidth > L.W - 4) tx = Math.max(4, L.left + c.j * L.cw - tip.offsetWidth - 12);
@@ -134,14 +150,75 @@
     tip.style.left = tx + "px"; tip.style.top = ty + "px";
     root.dataset.hover = c.i + "," + c.j;
   }
-  function cellAt(ev) {
+  function exactText(w) {                             // 4 decimals, more significant digits for faint weights
+    return w >= 0.001 || w === 0 ? w.toFixed(4) : w.toPrecision(3);
+  }
+  function tipText(i, j) {
+    var w = weight(i, j);
+    if (EXACT) {
+      return "query " + (Q0 + i) + " " + D.q[i] + "\nkey " + (K0 + j) + " " + D.k[j] + "\n" +
+        (w === w ? "weight " + exactText(w) : "masked: a token cannot attend to later tokens");
+    }
+    var r = span(D.q, i, QS, Q0), c = span(D.k, j, KS, K0);
+    return "queries " + r.a + "\u2013" + r.b + " (" + D.q[r.first] + " \u2026 " + D.q[r.last] + ")\n" +
+      "keys " + c.a + "\u2013" + c.b + " (" + D.k[c.first] + " \u2026 " + D.k[c.last] + ")\n" +
+      (w === w ? "largest weight " + w.toFixed(4) + " in this block of " + (r.b - r.a + 1) + " \u00d7 " +
+                 (c.b - c.a + 1) : "masked: a token cannot attend to later tokens") +
+      (D.zoom ? "\ndrag a box to zoom in and read exact weights" : "");
+  }
+  function cellAt(ev, clamp) {
     var r = plot.getBoundingClientRect(), x = ev.clientX - r.left - L.left, y = ev.clientY - r.top - L.top;
+    if (clamp) { x = Math.max(0, Math.min(L.pw - 1e-6, x)); y = Math.max(0, Math.min(L.ph - 1e-6, y)); }
     if (x < 0 || y < 0 || x >= L.pw || y >= L.ph) return null;
     return {i: Math.min(D.nq - 1, Math.floor(y / L.ch)), j: Math.min(D.nk - 1, Math.floor(x / L.cw))};
   }
-  plot.addEventListener("pointermove", function (ev) { focus(cellAt(ev)); });
-  plot.addEventListener("pointerdown", function (ev) { focus(cellAt(ev)); });
-  plot.addEventListener("pointerleave", function (ev) { if (ev.pointerType === "mouse") focus(null); });
+
+  // Zoom (in the app only): drag a box over cells; the page draws that window of the exact pattern.
+  function box(a, b) {
+    return {i0: Math.min(a.i, b.i), i1: Math.max(a.i, b.i), j0: Math.min(a.j, b.j), j1: Math.max(a.j, b.j)};
+  }
+  function drawBox(a, b) {
+    var x = over.getContext("2d"), k = box(a, b);
+    x.clearRect(0, 0, L.W, L.H); tip.hidden = true;
+    x.strokeStyle = INK.accent; x.lineWidth = 2; x.setLineDash([5, 3]);
+    x.strokeRect(L.left + k.j0 * L.cw, L.top + k.i0 * L.ch, (k.j1 - k.j0 + 1) * L.cw, (k.i1 - k.i0 + 1) * L.ch);
+    x.setLineDash([]);
+  }
+  function ask(queries, keys) {                       // viz/ui/zoom.py's bridge hands this to the page
+    root.dataset.asked = queries + "," + keys;
+    window.dispatchEvent(new CustomEvent("ae-heatmap-zoom", {detail: {queries: queries, keys: keys}}));
+  }
+  function zoomTo(a, b) {
+    var k = box(a, b), r0 = span(D.q, k.i0, QS, Q0), r1 = span(D.q, k.i1, QS, Q0);
+    var c0 = span(D.k, k.j0, KS, K0), c1 = span(D.k, k.j1, KS, K0);
+    ask(r0.a + "-" + r1.b, c0.a + "-" + c1.b);
+  }
+  plot.addEventListener("pointermove", function (ev) {
+    if (drag) {
+      drag.b = cellAt(ev, true);
+      if (Math.abs(ev.clientX - drag.x) + Math.abs(ev.clientY - drag.y) > 6) { drag.moved = true; drawBox(drag.a, drag.b); }
+      return;
+    }
+    focus(cellAt(ev));
+  });
+  plot.addEventListener("pointerdown", function (ev) {
+    var c = cellAt(ev);
+    focus(c);
+    if (D.zoom && c && ev.pointerType !== "touch" && ev.button === 0) {
+      drag = {a: c, b: c, x: ev.clientX, y: ev.clientY, moved: false};
+      plot.setPointerCapture(ev.pointerId);
+    }
+  });
+  plot.addEventListener("pointerup", function (ev) {
+    var d = drag;
+    drag = null;
+    if (d && d.moved) { focus(null); drawBox(d.a, d.b); zoomTo(d.a, d.b); }
+  });
+  plot.addEventListener("pointercancel", function () { drag = null; focus(null); });
+  plot.addEventListener("pointerleave", function (ev) { if (ev.pointerType === "mouse" && !drag) focus(null); });
+  var wholeButton = document.getElementById("hm-whole");
+  wholeButton.hidden = !(D.zoom && ZOOMED);
+  wholeButton.onclick = function () { ask("", ""); };
   plot.addEventListener("keydown", function (ev) {
     var moves = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]};
     if (ev.key === "Escape") { focus(null); return; }
@@ -166,11 +243,14 @@
     }, "image/png");
   };
 
-  plot.setAttribute("aria-label", (D.title || "Attention heatmap") + ": " + D.nq + " query rows by " + D.nk +
-    " key columns. Use the arrow keys to read single weights.");
+  plot.setAttribute("aria-label", (D.title || "Attention heatmap") + ": " +
+    (ZOOMED ? "query rows " + Q0 + " to " + (Q0 + D.q.length - 1) + " by keys " + K0 + " to " + (K0 + D.k.length - 1) +
+              " of " + D.nQ + " by " + D.nK : D.q.length + " query rows by " + D.k.length + " key columns") +
+    (EXACT ? "" : ", drawn in blocks of " + QS + " by " + KS + " (each block's largest weight)") +
+    ". Use the arrow keys to read single weights.");
   document.getElementById("hm-desc").textContent =
     "Queries (rows): " + D.q.join(" | ") + ". Keys (columns): " + D.k.join(" | ") + ".";
-  window.heatmap = {data: D, weight: weight, focus: focus, cellCentre: function (i, j) {
+  window.heatmap = {data: D, weight: weight, focus: focus, tip: tipText, zoom: ask, cellCentre: function (i, j) {
     return {x: L.left + (j + 0.5) * L.cw, y: L.top + (i + 0.5) * L.ch};
   }};
   render();
