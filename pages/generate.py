@@ -16,6 +16,8 @@ if generated is None:
     st.stop()
 if generated.notice:
     st.warning(generated.notice, icon=":material/content_cut:")
+if generated.attention.notice:   # a long sequence: its attention is recomputed layer by layer when shown
+    st.caption(generated.attention.notice)
 n_steps = len(generated.step_ids)
 if n_steps == 0:
     st.info("The model ended the text at once (its first choice was the end-of-sequence token).")

@@ -438,12 +438,37 @@ def _capture_compact(loaded: LoadedModel, model_inputs: dict, source: TokenSeq, 
     """A long decoder input: per layer q and k (the pattern recomputed when shown) plus a streamed
     summary, never the (n_layers, n_heads, T, T) stack.  None when the model's scores cannot be
     recomputed from q and k (the reason is kept on ``loaded.compact_problem``)."""
+    with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
+        pattern = compact_pass(loaded, model_inputs, source)
+    if pattern is None:
+        return None
+    return AttentionResult(model=loaded.info, text=text, truncated=dropped, decoder=source,
+                           decoder_attentions=pattern, notice=long_notice(len(source)))
+
+
+def long_notice(n_tokens: int) -> str:
+    """What a person is told about a result that keeps queries and keys instead of the pattern."""
+    return (f"A long input ({n_tokens:,} tokens): each layer's attention is recomputed exactly from the "
+            f"model's queries and keys when it is shown.")
+
+
+def keeps_qk(loaded: LoadedModel, n_tokens: int) -> bool:
+    """True when a decoder input of ``n_tokens`` is captured the long way (queries and keys, a LazyPattern)
+    rather than as one (n_layers, n_heads, T, T) array: above VIZ_FULL_PATTERN_MB, on a model that allows it."""
+    return (loaded.info.family == "decoder" and pattern_bytes(loaded.info, n_tokens) > SETTINGS.full_pattern_mb * _MB
+            and compact_supported(loaded))
+
+
+def compact_pass(loaded: LoadedModel, model_inputs: dict, source: TokenSeq):
+    """The forward pass of a long decoder input, recording per layer q and k and a streamed summary:
+    a LazyPattern, or None when the model's scores cannot be recomputed from q and k (the reason is kept
+    on ``loaded.compact_problem``).  Call it inside a held ``run_slot`` and ``torch.inference_mode``
+    (:func:`viz.generation` runs it in the slot its decoding already holds)."""
     info = loaded.info
     summary = _StreamedSummary(info.n_layers, info.n_heads, source, info.kv_head)
-    with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
-        with attention_fn.compact_recording(loaded.sites, causal=True, kv_head=info.kv_head,
-                                            summarize=summary.add) as recorder:
-            loaded.model(**model_inputs, **_last_logits_only(loaded))
+    with attention_fn.compact_recording(loaded.sites, causal=True, kv_head=info.kv_head,
+                                        summarize=summary.add) as recorder:
+        loaded.model(**model_inputs, **_last_logits_only(loaded))
     expected = {("decoder", i) for i in range(info.n_layers)}
     if recorder.problems or set(recorder.records) != expected:
         if recorder.problems:
@@ -455,9 +480,7 @@ def _capture_compact(loaded: LoadedModel, model_inputs: dict, source: TokenSeq, 
     layers = tuple(recorder.records[("decoder", i)] for i in range(info.n_layers))
     pattern = qk_pattern(layers, info.kv_head, causal=True, summary=summary.done())
     pattern.max_error = recorder.max_error
-    return AttentionResult(model=info, text=text, truncated=dropped, decoder=source, decoder_attentions=pattern,
-                           notice=f"A long input ({len(source):,} tokens): each layer's attention is recomputed "
-                                  f"exactly from the model's queries and keys when it is shown.")
+    return pattern
 
 
 def _last_logits_only(loaded: LoadedModel) -> dict:

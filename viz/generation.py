@@ -9,7 +9,9 @@ finished sequence whose attention becomes the result.  Torch tier.
 Why one forward pass at the end: under the causal mask, row ``i`` of a full pass over the finished
 sequence is exactly what the model computed for token ``i`` while generating with its KV cache (the
 cache only saves recomputing the earlier rows).  So the loop asks for logits only, fast, and the
-attention of every step comes from one pass that also feeds every other page.
+attention of every step comes from one pass that also feeds every other page.  A long finished sequence
+(above VIZ_FULL_PATTERN_MB) keeps, from that pass, each layer's queries and keys instead of its weights
+(:func:`viz.capture.compact_pass`, a LazyPattern), so prompts run up to the model's limit in bounded memory.
 
 Greedy decoding takes the argmax of the raw logits, with the same inputs transformers'
 ``generate()`` gives the model (prefill, then one token at a time with a ``DynamicCache``, position
@@ -34,11 +36,15 @@ from viz.capture import (
     _labels,
     _stack,
     clean_text,
+    compact_pass,
+    compact_supported,
+    keeps_qk,
+    long_notice,
     longest_full,
     run_slot,
 )
-from viz.models import EMBEDDED_LLM, LoadedModel, load_model
-from viz.result import AttentionResult, GenerationResult, TokenSeq
+from viz.models import EMBEDDED_LLM, LoadedModel, ModelError, load_model, token_limit
+from viz.result import AttentionResult, GenerationResult, TokenSeq, is_lazy
 
 MAX_NEW_TOKENS = 64
 DEFAULT_NEW_TOKENS = 20
@@ -96,9 +102,18 @@ def prompt_ids(loaded: LoadedModel, text: str, *, chat: bool = False, room: int 
     template = ~content if chat else np.zeros(len(ids), dtype=bool)
     special = ~content | is_special_id
 
-    # The finished sequence's attention is kept whole (one final pass, every layer's weights), so it
-    # must fit VIZ_FULL_FALLBACK_MB (about 840 tokens for the embedded LLM); long prompts are cut there.
-    limit = min(loaded.info.max_length, longest_full(loaded.info))
+    # A long finished sequence keeps each layer's queries and keys (viz.capture.compact_pass), so the
+    # prompt only has to fit the model's limit (and the app's VIZ_MAX_TOKENS cap, both in max_length).
+    # A model whose q and k cannot be recorded keeps every layer's weights whole, which must fit
+    # VIZ_FULL_FALLBACK_MB (about 840 tokens for the embedded LLM): its prompts are cut there.
+    whole = not compact_supported(loaded)
+    limit = min(loaded.info.max_length, longest_full(loaded.info)) if whole else loaded.info.max_length
+    if limit < loaded.info.max_length:
+        cap = f"{limit} tokens, the most whose attention this model can keep whole (its queries and keys cannot be recorded)"
+    elif token_limit(loaded.model.config, loaded.tokenizer, cap=1 << 30) > limit:
+        cap = f"the app's limit of {limit} tokens (VIZ_MAX_TOKENS)"
+    else:
+        cap = f"the model's limit of {limit} tokens"
     budget = limit - room
     dropped, notice = 0, ""
     if len(ids) > budget:
@@ -113,7 +128,7 @@ def prompt_ids(loaded: LoadedModel, text: str, *, chat: bool = False, room: int 
         ids = [i for i, k in zip(ids, keep) if k]
         special, template = special[keep], template[keep]
         notice = (f"The prompt was cut: its first {dropped} tokens were dropped so that {room} new tokens fit "
-                  f"the model's limit of {limit} tokens")
+                  f"{cap}")
     if not (~special).any():
         raise InputError("The prompt has no tokens this model can read (only invisible characters or "
                          "special tokens): type a sentence")
@@ -244,19 +259,57 @@ def _prepare(prompt: str, model, *, max_new_tokens: int, chat: bool, sample: boo
     do_record = bool(internals)
 
     built = prompt_ids(loaded, text, chat=chat, room=max_new_tokens)
+    if do_record and wanted is None and keeps_qk(loaded, len(built.ids) + max_new_tokens):
+        # Every layer's scores, weights and head outputs at once is several times the L x H x T^2 a long
+        # sequence must not cost; the math page asks for one layer, which a long sequence can give.
+        raise InternalsUnavailable(f"This prompt is long ({len(built.ids):,} tokens): the q, k, v and scores "
+                                   f"of every layer at once would not fit; ask for some layers "
+                                   f"(internals=[('decoder', layer)])")
     return _Job(loaded=loaded, text=text, built=built, eos=_eos_ids(loaded), branch=branch,
                 max_new_tokens=max_new_tokens, chat=bool(chat), sample=bool(sample), temperature=float(temperature),
                 top_p=float(top_p), seed=int(seed), top_k=top_k, wanted=wanted, do_record=do_record)
 
 
 def _final_pass(job: _Job, full: list[int]):
-    """One forward pass over the finished sequence: its attention (L, H, T, T) and the recorder (or None).
+    """One forward pass over the finished sequence: its attention and the recorder (or None).
 
-    Call it inside ``run_slot`` and ``torch.inference_mode``."""
+    The attention is (L, H, T, T); a long sequence (:func:`viz.capture.keeps_qk`) gets a LazyPattern
+    that keeps each layer's queries and keys, as a long capture does, so no pass asks the model for every
+    layer's (T, T) weights.  Call it inside ``run_slot`` and ``torch.inference_mode``."""
     loaded = job.loaded
+    input_ids = torch.tensor([full])
+    if keeps_qk(loaded, len(full)):
+        pattern = compact_pass(loaded, {"input_ids": input_ids}, _finished_seq(job, full))
+        if pattern is not None:
+            return pattern, (_record_long(job, input_ids) if job.do_record else None)
+        # The recording failed its check (loaded.compact_problem says why; the next prompt is cut to fit).
+        if len(full) > longest_full(loaded.info):     # more than VIZ_FULL_FALLBACK_MB kept whole
+            raise ModelError(f"{loaded.compact_problem}, so this model's attention over {len(full):,} tokens "
+                             f"cannot be kept; press Generate again: the prompt will be cut to fit")
     with attention_fn.recording(loaded.sites, job.wanted) if job.do_record else _null() as recorder:
-        out = loaded.model(input_ids=torch.tensor([full]), output_attentions=True, **_logits_kwargs(loaded))
+        out = loaded.model(input_ids=input_ids, output_attentions=True, **_logits_kwargs(loaded))
     return _stack(getattr(out, "attentions", None), "self", loaded.info.n_layers), recorder   # (L, H, T, T)
+
+
+def _record_long(job: _Job, input_ids: torch.Tensor):
+    """The wanted layers' internals over a long sequence: a second pass that records them and stops after
+    the last one (no (T, T) weights of the other layers are kept)."""
+    loaded = job.loaded
+    last = max(job.wanted, key=lambda site: site[1])
+    try:
+        with attention_fn.stop_after(last), attention_fn.recording(loaded.sites, job.wanted) as recorder:
+            loaded.model(input_ids=input_ids, **_logits_kwargs(loaded))
+    except attention_fn.SiteRecorded as done:
+        recorder = done.recorder
+    return recorder
+
+
+def _finished_seq(job: _Job, full: list[int]) -> TokenSeq:
+    """The tokens of prompt + generated ids, special where the prompt's or the tokenizer's are."""
+    loaded, n_prompt = job.loaded, len(job.built.ids)
+    special = np.concatenate([job.built.special, _special_mask(loaded, full[n_prompt:])])
+    with loaded.tokenizer_lock:
+        return _sequence(loaded.tokenizer, full, special)
 
 
 def _result(job: _Job, steps: _Steps, pattern: np.ndarray, recorder) -> GenerationResult:
@@ -266,12 +319,13 @@ def _result(job: _Job, steps: _Steps, pattern: np.ndarray, recorder) -> Generati
     max_new_tokens, top_k = job.max_new_tokens, job.top_k
     full = list(built.ids) + steps.ids
     n_prompt = len(built.ids)
+    seq = _finished_seq(job, full)
     with loaded.tokenizer_lock:
-        seq = _sequence(loaded.tokenizer, full, np.concatenate([built.special, _special_mask(loaded, steps.ids)]))
         top_tokens, top_labels = _top_labels(loaded.tokenizer, steps.top_ids)
         completion = loaded.tokenizer.decode(steps.ids, skip_special_tokens=True)
     attention = AttentionResult(model=info, text=text, decoder=seq, decoder_attentions=pattern,
                                 truncated=built.truncated, generated=True,
+                                notice=long_notice(len(full)) if is_lazy(pattern) else "",
                                 internals=_internals(recorder, loaded) if recorder else {})
     k = steps.top_ids.shape[1] if steps.ids else min(top_k, _vocab_size(loaded))
     return GenerationResult(

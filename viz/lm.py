@@ -14,6 +14,7 @@ prediction lines up with the attention of the same text.  Results are numpy data
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -26,7 +27,6 @@ from viz.result import LogitLens, Predictions, TokenSeq
 
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 100
-
 
 
 def _loaded(model) -> LoadedModel:
@@ -96,31 +96,68 @@ def predictions(text: str, model: str | LoadedModel | None = None, *, top_k: int
     """Per position: the top-k next tokens, and how probable (and how highly ranked) the actual next one was.
 
     ``model`` defaults to the embedded LLM.  One forward pass; probabilities are the softmax of
-    the logits (temperature 1).
+    the logits (temperature 1).  The (T, vocab) logits are made :data:`CHUNK_ROWS` positions at a time
+    from the final hidden states (:func:`_logit_chunks`), never all at once: 400 MB of logits and as
+    much again of probabilities for the embedded LLM at 2,048 tokens.
     """
     loaded = _loaded(model)
     k = _check_k(top_k)
     inputs, seq, dropped = _tokenize(loaded, text)
-    with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
-        logits = loaded.model(**inputs).logits[0].float()          # (T, vocab)
-    probs = torch.softmax(logits, dim=-1)
-    top_ids, top_probs = _top(probs, k)
-    ids = torch.as_tensor(seq.token_ids)
     n = len(seq)
+    ids = torch.as_tensor(seq.token_ids)
     next_ids = np.full(n, -1, dtype=np.int64)
     p_next = np.full(n, np.nan, dtype=np.float32)
     rank_next = np.zeros(n, dtype=np.int64)
-    if n > 1:
-        actual = ids[1:]
-        rows = torch.arange(n - 1)
-        next_ids[:-1] = actual.numpy()
-        p_next[:-1] = probs[rows, actual].numpy()
-        # Rank on the logits, not the probabilities: softmax can round two different logits to one float.
-        rank_next[:-1] = ((logits[:-1] > logits[rows, actual].unsqueeze(1)).sum(dim=1) + 1).numpy()
+    next_ids[:-1] = seq.token_ids[1:]
+    top_ids, top_probs = [], []
+    with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
+        for start, logits in _logit_chunks(loaded, inputs):               # (rows, vocab) float32
+            probs = torch.softmax(logits, dim=-1)
+            chunk_ids, chunk_probs = _top(probs, k)
+            top_ids.append(chunk_ids)
+            top_probs.append(chunk_probs)
+            stop = min(start + len(logits), n - 1)                         # rows with an actual next token
+            if stop > start:
+                rows = torch.arange(stop - start)
+                actual = ids[start + 1: stop + 1]
+                p_next[start:stop] = probs[rows, actual].numpy()
+                # Rank on the logits, not the probabilities: softmax can round two different logits to one float.
+                rank_next[start:stop] = ((logits[: stop - start] > logits[rows, actual].unsqueeze(1)).sum(dim=1)
+                                         + 1).numpy()
+    top_ids, top_probs = np.concatenate(top_ids), np.concatenate(top_probs)
     top_tokens, top_labels = _labels_of(loaded, top_ids)
     return Predictions(model=loaded.info, text=clean_text(text), tokens=seq, top_ids=top_ids, top_probs=top_probs,
                        top_tokens=top_tokens, top_labels=top_labels, next_ids=next_ids, p_next=p_next,
                        rank_next=rank_next, truncated=dropped)
+
+
+CHUNK_ROWS = 256    # positions whose logits are held at once: 50 MB for a 49,152-token vocabulary
+
+
+def _logit_chunks(loaded: LoadedModel, inputs: dict, *, rows: int | None = None):
+    """Yield (first position, (rows, vocab) float32 logits) over the whole text, a few rows at a time.
+
+    One forward pass asks for the final hidden states and only the last position's logits; the output
+    embeddings are then applied to ``rows`` positions at a time.  Models whose logits are more than the
+    output embeddings of the last hidden state (a final softcap, a logit scale) are caught by comparing
+    the last row with the model's own, and then get their logits the plain way, all at once.
+    Call it inside ``run_slot`` and ``torch.inference_mode``.
+    """
+    rows = rows or CHUNK_ROWS
+    model = loaded.model
+    unembed = model.get_output_embeddings()
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[-1][0] if out.hidden_states else None   # (T, d_model), final norm applied
+        own_last = out.logits[0, -1].float()                               # (vocab,)
+        del out                                                            # the other layers' hidden states
+        if hidden is not None:
+            last = unembed(hidden[-1:]).float()[0]
+            if torch.allclose(last, own_last, rtol=1e-4, atol=1e-4 * max(1.0, float(own_last.abs().max()))):
+                for start in range(0, hidden.shape[0], rows):
+                    yield start, unembed(hidden[start: start + rows]).float()
+                return
+    yield 0, model(**inputs).logits[0].float()                              # (T, vocab)
 
 
 def logit_lens(text: str, model: str | LoadedModel | None = None, *, position: int | None = None,
@@ -143,15 +180,18 @@ def logit_lens(text: str, model: str | LoadedModel | None = None, *, position: i
     unembed = loaded.model.get_output_embeddings()
     if unembed is None:
         raise ModelError(f"{type(loaded.model).__name__} has no unembedding (output embeddings) for the logit lens")
+    # Only that position's logits from the model: all T rows would be (T, vocab), 400 MB at 2,048 tokens.
+    keep = {"logits_to_keep": torch.tensor([pos])} \
+        if "logits_to_keep" in inspect.signature(loaded.model.forward).parameters else {}
     with run_slot(on_wait=on_wait, on_start=on_start), torch.inference_mode():
-        out = loaded.model(**inputs, output_hidden_states=True)
+        out = loaded.model(**inputs, output_hidden_states=True, **keep)
         hidden = out.hidden_states                                  # L + 1 entries of (1, T, d_model)
         n_layers = len(hidden) - 1
         # Entries 1..L-1: raw residual stream after blocks 0..L-2; the last entry is already normed,
         # and the model's own logits are its output distribution.
         stream = torch.stack([h[0, pos] for h in hidden[1:-1]]) if n_layers > 1 else None
         rows = [] if stream is None else [unembed(norm(stream)).float()]
-        rows.append(out.logits[0, pos].float().unsqueeze(0))
+        rows.append(out.logits[0, -1 if keep else pos].float().unsqueeze(0))
         logits = torch.cat(rows)                                    # (n_layers, vocab)
     probs = torch.softmax(logits, dim=-1)
     top_ids, top_probs = _top(probs, k)
