@@ -2,8 +2,8 @@
 import streamlit as st
 
 from viz import aggregate, ui
-from viz.figures.attention import heatmap_figure
 from viz.figures.flow import relevance_figure
+from viz.figures.overview import attention_figure
 from viz.flow import default_output_position, layer_readings
 
 result = ui.page("Attention flow")
@@ -33,8 +33,8 @@ for row_start in range(0, len(names), 2):
     for col, name in zip(st.columns(2), names[row_start:row_start + 2]):
         with col:
             title = f"{name} · layer {layer}" + (f" · {head_text}" if name in ("raw attention", "norm-based") else "")
-            ui.show_figure(heatmap_figure(readings.matrices[name], labels_q, labels_k, causal=block.causal,
-                                          title=title),
+            ui.show_figure(attention_figure(readings.matrices[name], labels_q, labels_k, causal=block.causal,
+                                            title=title),
                            name=f"{name.replace(' ', '_')}_{kind}_L{layer}", key=f"flow_fig_{name}")
 st.caption("Every matrix is shown as shares of its row (each row sums to 1) so the four can be compared; "
            "each has its own colour scale (see its colour bar). Rows are output positions (queries), "
@@ -53,7 +53,7 @@ ui.show_figure(bars, name=f"relevance_{kind}_L{layer}_pos{pos}", key="flow_fig_b
 
 if readings.rollout is not None:
     st.subheader("Rollout, layer by layer")
-    evolution = heatmap_figure(readings.rollout[:, pos, :], [f"after layer {i}" for i in range(block.n_layers)],
+    evolution = attention_figure(readings.rollout[:, pos, :], [f"after layer {i}" for i in range(block.n_layers)],
                                labels_k, title=f"Rollout of output {pos} ({labels_q[pos]}) after each layer",
                                query_axis="layer", key_axis="input token")
     ui.show_figure(evolution, name=f"rollout_evolution_{kind}_pos{pos}", key="flow_fig_evolution")

@@ -46,10 +46,12 @@ if len(group) > 1:
 
 # ---- 1. inputs and projections
 st.header("1 · Input vectors and projections")
+q_strip, k_strip = mathsteps.strip_of(q_labels, query_pos), mathsteps.strip_of(k_labels, query_pos * (kind != "cross"))
 if li.hidden is not None:
     st.markdown(f"Each token enters layer {layer} as a vector of **d_model = {shapes.d_model}** numbers "
-                f"(one row per token; the query token is framed).")
-    ui.show_figure(vector_strip_figure(li.hidden, q_labels, highlight=query_pos, value_name="x"),
+                f"(one row per token; the query token is framed)." + q_strip.note)
+    ui.show_figure(vector_strip_figure(li.hidden[q_strip.rows], q_strip.labels,
+                                       highlight=query_pos - int(q_strip.rows[0]), value_name="x"),
                    name=f"math_inputs_{kind}_L{layer}", key="math_inputs")
 else:
     st.caption("This model's layer input was not recorded; the projections below are still the model's own.")
@@ -68,12 +70,12 @@ ui.show_figure(vector_strip_figure(steps.q[None, :], [token], value_name="q"),
                name=f"math_q_{kind}_L{layer}_H{head}", key="math_q")
 c1, c2 = st.columns(2)
 with c1:
-    st.markdown("Key vectors k_j (one row per key token):")
-    ui.show_figure(vector_strip_figure(steps.keys, k_labels, value_name="k"),
+    st.markdown("Key vectors k_j (one row per key token):" + k_strip.note)
+    ui.show_figure(vector_strip_figure(steps.keys[k_strip.rows], k_strip.labels, value_name="k"),
                    name=f"math_k_{kind}_L{layer}_H{head}", key="math_k")
 with c2:
-    st.markdown("Value vectors v_j:")
-    ui.show_figure(vector_strip_figure(steps.values, k_labels, value_name="v"),
+    st.markdown("Value vectors v_j:" + k_strip.note)
+    ui.show_figure(vector_strip_figure(steps.values[k_strip.rows], k_strip.labels, value_name="v"),
                    name=f"math_v_{kind}_L{layer}_H{head}", key="math_v")
 
 # ---- 2. scores, scaling, bias, mask, softmax

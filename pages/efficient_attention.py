@@ -42,6 +42,10 @@ n_q, n_k = block.pattern.shape[-2:]
 
 def head_section(internals, gamma: float) -> None:
     st.subheader(f"Layer {layer}, head {head}: every pattern on the real scores")
+    internals, note = ef.lab_prefix(internals)     # a long causal text: its first tokens, exactly
+    if note:
+        st.caption(note)
+    q_labels, k_labels = block.queries.labels[:internals.query.shape[1]], block.keys.labels[:internals.key.shape[1]]
     if block.causal:
         st.caption("Decoder self-attention: every pattern is intersected with the causal mask (no query sees "
                    "a later token).")
@@ -56,9 +60,9 @@ def head_section(internals, gamma: float) -> None:
                  column_config={c: PERCENT for c in pct}, key="eff_table")
     st.caption("Kept mass is empty (None) for Linformer, the low-rank bound and Synthesizer: they have no mask. "
                "KL is empty for the low-rank bound: its rows are not distributions.")
-    ui.show_figure(eff.pattern_grid_figure(approximations, block.queries.labels, block.keys.labels, gamma=gamma),
+    ui.show_figure(eff.pattern_grid_figure(approximations, q_labels, k_labels, gamma=gamma),
                    name=f"efficient_patterns_{kind}_L{layer}_H{head}", key="eff_grid_pattern")
-    ui.show_figure(eff.pattern_grid_figure(approximations, block.queries.labels, block.keys.labels, show="mask"),
+    ui.show_figure(eff.pattern_grid_figure(approximations, q_labels, k_labels, show="mask"),
                    name=f"efficient_masks_{kind}_L{layer}_H{head}", key="eff_grid_mask")
 
     names = [a.name for a in approximations]
@@ -66,12 +70,13 @@ def head_section(internals, gamma: float) -> None:
     info = ef.METHOD_INFO[chosen]
     st.markdown(f"**{info.title}.** {info.how} *Assumes:* {info.assumes} *Breaks:* {info.breaks}")
     ui.show_figure(eff.detail_figure(approximations[0].pattern, approximations[names.index(chosen)],
-                                     block.queries.labels, block.keys.labels, max_cells=256, gamma=gamma),
+                                     q_labels, k_labels, max_cells=256, gamma=gamma),
                    name=f"efficient_{chosen}_{kind}_L{layer}_H{head}", key="eff_detail")
 
 
 def layer_section(internals) -> None:
     st.subheader(f"All {block.n_heads} heads of layer {layer}")
+    internals, _ = ef.lab_prefix(internals)
     with st.spinner("Applying the patterns to every head…"):
         lm = ui.efficient_layer(key, layer, config, internals)
     frame = eff.layer_metrics_frame(lm)
@@ -92,7 +97,8 @@ def summary_section() -> None:
     with c2:
         st.caption("Mean kept mass of each mask, per layer (%)")
         st.dataframe(eff.kept_by_layer_frame(summary).mul(100).round(1), key="eff_kept")
-    st.caption(f"Local: within ±{config.window} positions. Global: the global tokens outside that window. "
+    st.caption(ef.summary_note(summary, n_q) + f" Local: within ±{config.window} positions. Global: the global "
+               "tokens outside that window. "
                "Long-range: everything else. A window-based method suits local heads; Longformer and BigBird "
                "also serve global ones; long-range heads need content-based (LSH) or dense methods.")
 

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from viz import ui
+from viz.result import is_lazy
 from viz.views import head_view
 
 MASSES = {"off": None, "99%": 0.99, "95%": 0.95, "90%": 0.9, "80%": 0.8, "50%": 0.5}
@@ -42,8 +43,18 @@ d1, d2, d3 = st.columns([1, 1, 3])
 base = f"head_view_{kind}_L{layer}"
 d1.download_button("HTML (this layer)", view.html, file_name=f"{base}.html", mime="text/html",
                    on_click="ignore", help="A standalone page that works offline.")
-d2.download_button("HTML (all layers)", ui.head_view_all_layers_later(
-    kind, pair=pair, top_mass=MASSES[mass], title=ui.KIND_LABELS[kind]), file_name=f"head_view_{kind}.html",
-    mime="text/html", on_click="ignore", help="One offline page with a layer selector (larger file).")
+if is_lazy(result.block(kind).pattern):   # every layer recomputed and pruned: a minute and tens of MB
+    d2.caption("All layers in one file: not offered for a text this long (save one layer at a time).")
+else:
+    d2.download_button("HTML (all layers)", ui.head_view_all_layers_later(
+        kind, pair=pair, top_mass=MASSES[mass], title=ui.KIND_LABELS[kind]), file_name=f"head_view_{kind}.html",
+        mime="text/html", on_click="ignore", help="One offline page with a layer selector (larger file).")
+left_out = view.n_possible - view.n_edges
 d3.caption(f"{view.n_edges:,} of {view.n_possible:,} edges sent ({view.kept_mass:.0%} of the attention "
-           f"weight); the PNG button inside the view saves an image.")
+           f"weight): the {left_out:,} left out are the faintest (below 1% of their row"
+           + (f", outside the strongest {MASSES[mass]:.0%} of it" if MASSES[mass] else "")
+           + (f", or past the {head_view.DEFAULT_MAX_EDGES:,} strongest" if view.n_edges >= head_view.DEFAULT_MAX_EDGES
+              else "")
+           + f"). At first the view draws at most {head_view.DEFAULT_DRAW_BUDGET:,} of them, hiding the faintest "
+             f"below its 'hide below' slider; the line under the view counts what it shows. The PNG button "
+             f"inside the view saves an image.")

@@ -78,11 +78,27 @@ def _sum_groups(array: np.ndarray, groups: Groups, axis: int) -> np.ndarray:
     return np.add.reduceat(array, groups.starts, axis=axis)
 
 
-def merge_words(matrix: np.ndarray, query_groups: Groups, key_groups: Groups) -> np.ndarray:
+def _sum_groups_gathered(array: np.ndarray, groups: Groups, axis: int) -> np.ndarray:
+    """:func:`_sum_groups` as a gather of each group's first token plus one gather per further token, in
+    the same order: most words are one token, and np.add.reduceat along the keys of a 2,048-token layer
+    takes seconds."""
+    if groups.is_identity:
+        return array
+    array = np.moveaxis(array, axis, -1)
+    out = array[..., groups.starts]
+    for extra in range(1, int(groups.counts.max())):
+        longer = np.flatnonzero(groups.counts > extra)
+        out[..., longer] += array[..., groups.starts[longer] + extra]
+    return np.moveaxis(out, -1, axis)
+
+
+def merge_words(matrix: np.ndarray, query_groups: Groups, key_groups: Groups, *,
+                precision=np.float64) -> np.ndarray:
     """Word-level attention: sum over the key tokens of a word, mean over its query tokens.
 
     ``matrix`` is ``(..., query_pos, key_pos)``; returns ``(..., n_query_words,
-    n_key_words)`` in float32 (accumulated in float64).
+    n_key_words)`` in float32 (accumulated in ``precision``: float32 for a long result's layers,
+    where a word's few tokens add up within ~1e-7 and a float64 copy of a layer costs 300 MB).
     """
     matrix = np.asarray(matrix)
     if matrix.shape[-2] != int(query_groups.counts.sum()) or \
@@ -90,21 +106,40 @@ def merge_words(matrix: np.ndarray, query_groups: Groups, key_groups: Groups) ->
         raise ValueError(f"matrix of shape {matrix.shape} does not match "
                          f"{int(query_groups.counts.sum())} query and "
                          f"{int(key_groups.counts.sum())} key tokens")
-    out = matrix.astype(np.float64, copy=False)
-    out = _sum_groups(out, key_groups, axis=-1)
+    out = matrix.astype(precision, copy=False)
+    total = _sum_groups if precision is np.float64 else _sum_groups_gathered
+    out = total(out, key_groups, axis=-1)
     if not query_groups.is_identity:
-        out = _sum_groups(out, query_groups, axis=-2) / query_groups.counts[:, None]
+        out = total(out, query_groups, axis=-2) / query_groups.counts[:, None].astype(precision)
     return out.astype(np.float32)
 
 
+def _kept(keep: np.ndarray):
+    """A boolean keep-mask as a slice when it keeps one contiguous run (hide the first token), else itself:
+    slicing a long layer is a view, a boolean index a copy."""
+    keep = np.asarray(keep, bool)
+    idx = np.flatnonzero(keep)
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return keep
+
+
 def drop_and_renormalise(matrix: np.ndarray, query_keep: np.ndarray,
-                         key_keep: np.ndarray) -> np.ndarray:
+                         key_keep: np.ndarray, *, precision=np.float64) -> np.ndarray:
     """Drop the rows/columns not kept and renormalise each row to sum to 1.
 
     ``matrix`` is ``(..., query_pos, key_pos)``.  A row whose kept weights sum
     to 0 (all its attention went to hidden tokens) stays all zero rather than
-    becoming NaN.
+    becoming NaN.  ``precision``: see :func:`merge_words`.
     """
+    if precision is not np.float64:
+        out = np.asarray(matrix)[..., _kept(query_keep), :][..., _kept(key_keep)].astype(precision)
+        totals = out.sum(axis=-1, keepdims=True)
+        np.divide(out, totals, out=out, where=totals > 0)
+        empty = ~(totals[..., 0] > 0)
+        if empty.any():
+            out[empty] = 0.0
+        return out.astype(np.float32, copy=False)
     matrix = np.asarray(matrix, dtype=np.float64)
     out = matrix[..., np.asarray(query_keep, bool), :][..., np.asarray(key_keep, bool)]
     totals = out.sum(axis=-1, keepdims=True)
@@ -170,7 +205,7 @@ def filter_seq(seq: TokenSeq, keep: np.ndarray) -> TokenSeq:
 
 def transform_matrix(matrix: np.ndarray, queries: TokenSeq, keys: TokenSeq, *,
                      word_level: bool = False, hide_special: bool = False, hide_first: bool = False,
-                     ) -> tuple[np.ndarray, TokenSeq, TokenSeq]:
+                     precision=np.float64) -> tuple[np.ndarray, TokenSeq, TokenSeq]:
     """Apply the word-level / hide-special / hide-first transformation to any ``(..., query_pos, key_pos)`` array.
 
     Returns the new matrix (float32) and the new query and key TokenSeqs.  Used
@@ -198,13 +233,13 @@ def transform_matrix(matrix: np.ndarray, queries: TokenSeq, keys: TokenSeq, *,
             query_keep = np.ones_like(query_keep)
         if not key_keep.any():
             key_keep = np.ones_like(key_keep)
-        matrix = drop_and_renormalise(matrix, query_keep, key_keep)
+        matrix = drop_and_renormalise(matrix, query_keep, key_keep, precision=precision)
         queries = filter_seq(queries, query_keep)
         keys = queries if same_stream else filter_seq(keys, key_keep)
     if word_level:
         query_groups = word_groups(queries)
         key_groups = query_groups if same_stream else word_groups(keys)
-        matrix = merge_words(matrix, query_groups, key_groups)
+        matrix = merge_words(matrix, query_groups, key_groups, precision=precision)
         queries = merge_seq(queries, query_groups)
         keys = queries if same_stream else merge_seq(keys, key_groups)
     return np.asarray(matrix, np.float32), queries, keys
@@ -224,14 +259,72 @@ def transform_block(block: Block, *, word_level: bool = False, hide_special: boo
     options = dict(word_level=word_level, hide_special=hide_special, hide_first=hide_first)
     if not isinstance(block.pattern, np.ndarray) and hasattr(block.pattern, "map_layers"):
         # A long result (viz.result.LazyPattern): transform each layer when it is materialised.
-        first, queries, keys = transform_matrix(block.pattern[0][None], block.queries, block.keys, **options)
+        # float32 throughout: a float64 copy of one 2,048-token layer is 300 MB (rows agree to ~1e-7)
+        options["precision"] = np.float32
+        _, queries, keys = transform_matrix(np.zeros((1, 1, len(block.queries), len(block.keys)), np.float32),
+                                            block.queries, block.keys, **options)
 
         def one_layer(layer: np.ndarray) -> np.ndarray:
-            return transform_matrix(layer[None], block.queries, block.keys, **options)[0][0]
-        pattern = block.pattern.map_layers(one_layer, (block.n_layers, *first.shape[1:]))
+            return transform_matrix(layer, block.queries, block.keys, **options)[0]
+        pattern = block.pattern.map_layers(one_layer, (block.n_layers, block.n_heads, len(queries), len(keys)))
         return Block(block.kind, pattern, queries, keys, block.causal, kv_head=block.kv_head)
     pattern, queries, keys = transform_matrix(block.pattern, block.queries, block.keys, **options)
     return Block(block.kind, pattern, queries, keys, block.causal, kv_head=block.kv_head)
+
+
+def sampled_rows(block: Block, max_rows: int, *, word_level: bool = False, hide_special: bool = False,
+                 hide_first: bool = False):
+    """Rows of the transformed ``block`` (see :func:`transform_block`) at ``max_rows`` evenly spaced query units,
+    computed from only the raw rows they need (a long result recomputes just those).
+
+    Returns ``(units, queries, keys, rows_of)``: the chosen unit positions (R,), the transformed token
+    sequences, and ``rows_of(layer) -> (n_heads, R, n_key_units)`` float32, each row exactly that row of the
+    transformed block (hide and renormalise, then merge words: the same order as :func:`transform_matrix`).
+    """
+    queries, keys = block.queries, block.keys
+    same_stream = keys is queries
+    q_idx, k_idx = np.arange(len(queries)), np.arange(len(keys))
+    if hide_special or hide_first:
+        query_keep, key_keep = np.ones(len(queries), bool), np.ones(len(keys), bool)
+        if hide_special:
+            query_keep &= ~np.asarray(queries.special, bool)
+            key_keep &= ~np.asarray(keys.special, bool)
+        if hide_first and len(keys):
+            key_keep[0] = False
+            if same_stream:
+                query_keep[0] = False
+        query_keep = query_keep if query_keep.any() else np.ones_like(query_keep)
+        key_keep = key_keep if key_keep.any() else np.ones_like(key_keep)
+        q_idx, k_idx = np.flatnonzero(query_keep), np.flatnonzero(key_keep)
+        queries = filter_seq(queries, query_keep)
+        keys = queries if same_stream else filter_seq(keys, key_keep)
+    q_groups = word_groups(queries) if word_level else Groups(np.arange(len(queries)), np.ones(len(queries), np.int64))
+    k_groups = (q_groups if same_stream else word_groups(keys)) if word_level else \
+        Groups(np.arange(len(keys)), np.ones(len(keys), np.int64))
+    if word_level:
+        queries = merge_seq(queries, q_groups)
+        keys = queries if same_stream else merge_seq(keys, k_groups)
+    n_units = len(q_groups)
+    units = np.unique(np.linspace(0, n_units - 1, min(max_rows, n_units)).round().astype(np.int64))
+    token_of = [q_idx[q_groups.starts[u]:q_groups.starts[u] + q_groups.counts[u]] for u in units]
+    tokens = np.concatenate(token_of)                          # raw query rows needed, unit by unit
+    counts = np.array([len(t) for t in token_of], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    counts = counts.astype(np.float32)
+    key_cut = _kept(np.isin(np.arange(len(block.keys)), k_idx))
+
+    def rows_of(layer: int) -> np.ndarray:
+        # (H, n_tok, K): a LazyPattern recomputes only these rows
+        raw = np.array(block.pattern[layer, :, tokens] if hasattr(block.pattern, "summary")
+                       else np.asarray(block.pattern[layer])[:, tokens], dtype=np.float32)[..., key_cut]
+        totals = raw.sum(axis=-1, keepdims=True)
+        np.divide(raw, totals, out=raw, where=totals > 0)
+        raw[np.broadcast_to(totals <= 0, raw.shape)] = 0.0
+        merged = _sum_groups_gathered(raw, k_groups, axis=-1)                      # (H, n_tok, K')
+        if len(tokens) == len(units):
+            return merged
+        return np.add.reduceat(merged, starts, axis=1) / counts[None, :, None]  # a word's row: its tokens' mean
+    return units, queries, keys, rows_of
 
 
 def layers_mean(pattern, *, head: int | None = None, how: str = "mean") -> np.ndarray:

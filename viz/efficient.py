@@ -56,6 +56,9 @@ def _one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
+one_blas_thread = _one_blas_thread   # for the other analyses that stream small products over a long result
+
+
 @dataclass(frozen=True)
 class PatternConfig:
     """Knobs of every pattern; one object so the page can put them in the URL."""
@@ -563,14 +566,64 @@ class HeadSummary:
     window: int
     kept: np.ndarray          # (n_layers, n_heads, n_fixed) kept mass of each FIXED_PATTERNS mask
     patterns: tuple[str, ...] = FIXED_PATTERNS
+    # A long result is summarised on evenly spaced query rows: how many (0: every row), and the largest
+    # standard error of a share (local, global, long-range, kept) that the sampling leaves
+    sampled_rows: int = 0
+    stderr: float = 0.0
 
 
-def head_summary(pattern: np.ndarray, *, config: PatternConfig, causal: bool) -> HeadSummary:
+SUMMARY_ROWS = 128    # query rows a long result's layers x heads summary is estimated from
+LAB_MAX_TOKENS = 512  # the one-head and one-layer lab of a longer causal text uses its first this-many tokens
+
+
+def lab_prefix(internals: LayerInternals, n: int = LAB_MAX_TOKENS) -> tuple[LayerInternals, str]:
+    """:func:`causal_prefix` and the page's sentence about it ('' when nothing was cut)."""
+    cut = causal_prefix(internals, n)
+    if cut is internals:
+        return cut, ""
+    total = internals.query.shape[1]
+    return cut, (f"Long text: the patterns below run on the first {n:,} of its {total:,} tokens. A causal model's "
+                 f"attention over them is exactly what it computes for them alone (no token sees a later one), "
+                 f"and {n:,} keeps this within a few seconds.")
+
+
+def summary_note(summary: "HeadSummary", n_queries: int) -> str:
+    """The page's sentence about a sampled :func:`head_summary` ('' when every row was used)."""
+    if not summary.sampled_rows:
+        return ""
+    return (f"Long text: estimated from {summary.sampled_rows} evenly spaced of its {n_queries:,} query tokens in "
+            f"every layer; each share is within ±{summary.stderr:.1%} of its value over all tokens (the largest "
+            f"standard error).")
+
+
+def causal_prefix(internals: LayerInternals, n: int) -> LayerInternals:
+    """The internals of a causal layer cut to its first ``n`` tokens: exactly what the model computes for
+    those tokens alone (a query never sees a later key), at the lab's cost for ``n`` tokens."""
+    import dataclasses
+    if internals.kind != DECODER or internals.query.shape[1] <= n:
+        return internals
+    cut = {"query": internals.query[:, :n], "key": internals.key[:, :n], "value": internals.value[:, :n],
+           "scores": internals.scores[:, :n, :n], "mask": internals.mask[:n, :n],
+           "pattern": internals.pattern[:, :n, :n], "head_output": internals.head_output[:, :n]}
+    if internals.hidden is not None:
+        cut["hidden"] = internals.hidden[:n]
+    if internals.value_out is not None:
+        cut["value_out"] = internals.value_out[:, :n]
+    return dataclasses.replace(internals, **cut)
+
+
+def head_summary(pattern: np.ndarray, *, config: PatternConfig, causal: bool,
+                 max_rows: int | None = None) -> HeadSummary:
     """Summarise a block's post-softmax ``pattern`` (n_layers, n_heads, T_q, T_k) head by head.
 
     Needs no internals: kept mass of a fixed mask is the pattern's mass inside it.  A long result's
-    LazyPattern is summarised one layer at a time (every figure here is per layer and head).
+    LazyPattern is summarised one layer at a time (every figure here is per layer and head); with
+    ``max_rows``, on that many evenly spaced query rows only (a LazyPattern recomputes just those),
+    which makes every share an estimate whose largest standard error is ``stderr``.
     """
+    n_q = pattern.shape[2]
+    if max_rows is not None and n_q > max_rows and not isinstance(pattern, np.ndarray):
+        return _sampled_summary(pattern, config=config, causal=causal, max_rows=max_rows)
     if hasattr(pattern, "layers") and not isinstance(pattern, np.ndarray):
         import dataclasses
         parts = [head_summary(layer[None], config=config, causal=causal) for layer in pattern.layers()]
@@ -599,6 +652,45 @@ def head_summary(pattern: np.ndarray, *, config: PatternConfig, causal: bool) ->
     kept = np.stack([share(static.masks[p]) for p in FIXED_PATTERNS], axis=-1)
     return HeadSummary(local=local, global_=global_, long_range=long_range, mean_distance=mean_distance,
                        role=role, window=config.window, kept=kept)
+
+
+def _sampled_summary(pattern, *, config: PatternConfig, causal: bool, max_rows: int) -> HeadSummary:
+    """:func:`head_summary` over ``max_rows`` evenly spaced query rows of each layer (recomputed alone)."""
+    n_layers, n_heads, n_q, n_k = pattern.shape
+    rows = np.unique(np.linspace(0, n_q - 1, max_rows).round().astype(np.int64))
+    local_mask = window_mask(n_q, n_k, config.window)[rows]
+    glob = np.zeros((len(rows), n_k), dtype=bool)
+    glob[:, _positions(config.global_keys, n_k)] = True
+    static = static_masks(np.ones((n_q, n_k), dtype=bool), config, causal=causal)
+    masks = [local_mask, glob & ~local_mask] + [static.masks[p][rows] for p in FIXED_PATTERNS]
+    masks = np.stack(masks).astype(np.float32)                         # (2 + n_fixed, R, T_k)
+    masks_by_row = np.ascontiguousarray(masks.transpose(1, 2, 0))      # (R, T_k, n_masks)
+    dist = np.abs(_offsets(n_q, n_k)[rows]).astype(np.float32)
+    shares = np.zeros((n_layers, n_heads, len(masks)))
+    spread = np.zeros((n_layers, n_heads, len(masks)))
+    mean_distance = np.zeros((n_layers, n_heads))
+    with _one_blas_thread():
+        _sampled_layers(pattern, rows, masks, masks_by_row, dist, shares, spread, mean_distance)
+    local, global_ = shares[..., 0], shares[..., 1]
+    long_range = np.clip(1.0 - local - global_, 0.0, 1.0)
+    role = np.array(["local", "global", "long-range"])[np.argmax(np.stack([local, global_, long_range], -1), -1)]
+    return HeadSummary(local=local, global_=global_, long_range=long_range, mean_distance=mean_distance,
+                       role=role, window=config.window, kept=shares[..., 2:], sampled_rows=len(rows),
+                       stderr=float(spread.max()) if spread.size else 0.0)
+
+
+def _sampled_layers(pattern, rows, masks, masks_by_row, dist, shares, spread, mean_distance) -> None:
+    for layer in range(pattern.shape[0]):
+        a = np.asarray(pattern[layer, :, rows], dtype=np.float32)    # (H, R, T_k)
+        valid = a.sum(axis=-1) > 0                                      # (H, R)
+        n_valid = np.maximum(valid.sum(axis=-1), 1)
+        # (H, n_masks, R) row shares, one batched matrix product per query row
+        per_row = np.matmul(a.transpose(1, 0, 2), masks_by_row).transpose(1, 2, 0).astype(np.float64)
+        shares[layer] = per_row.sum(axis=-1) / n_valid[:, None]
+        centred = np.where(valid[:, None], per_row - shares[layer][..., None], 0.0)
+        spread[layer] = np.sqrt((centred ** 2).sum(axis=-1) / np.maximum(n_valid - 1, 1)[:, None]
+                                / n_valid[:, None])
+        mean_distance[layer] = np.einsum("hqk,qk->h", a, dist) / n_valid
 
 
 def default_globals(tokens: TokenSeq | None) -> tuple[int, ...]:

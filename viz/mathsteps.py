@@ -173,3 +173,34 @@ def default_query(special) -> int:
     special = np.asarray(special, dtype=bool)
     plain = np.flatnonzero(~special)
     return int(plain[0]) if plain.size else 0
+
+
+STRIP_ROWS = 64   # token rows the page's vector strips show; a 2,048-token input shows the query's neighbourhood
+
+
+def strip_rows(n: int, center: int, *, max_rows: int = STRIP_ROWS) -> np.ndarray:
+    """The positions a vector strip shows: all ``n``, or ``max_rows`` consecutive ones around ``center``
+    (a strip of 2,048 tokens x 576 numbers would be ~16 MB in the browser and one pixel per token)."""
+    if n <= max_rows:
+        return np.arange(n)
+    start = min(max(0, int(center) - max_rows // 2), n - max_rows)
+    return np.arange(start, start + max_rows)
+
+
+@dataclass(frozen=True)
+class Strip:
+    """The rows of a vector strip: positions, their labels, and the page's sentence when not all are shown."""
+
+    rows: np.ndarray
+    labels: list
+    note: str
+
+
+def strip_of(labels, center: int, *, max_rows: int = STRIP_ROWS) -> Strip:
+    """:func:`strip_rows` with "position token" labels and a note when the strip is a window of a long text."""
+    rows = strip_rows(len(labels), center, max_rows=max_rows)
+    if len(rows) == len(labels):
+        return Strip(rows, list(labels), "")
+    return Strip(rows, [f"{i} {labels[i]}" for i in rows],
+                 f" Rows {rows[0]}–{rows[-1]} of {len(labels):,} are shown (around the query token).")
+

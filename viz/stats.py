@@ -182,6 +182,19 @@ def head_metrics(data: Block | np.ndarray, *, special=None, punct=None) -> pd.Da
                          **{name: values[name].reshape(-1) for name in METRICS}})
 
 
+METRIC_ROWS = 128   # query units a long result's metrics under the view options are estimated from
+
+
+def estimated_head_metrics(block: Block, *, max_rows: int = METRIC_ROWS, **options) -> pd.DataFrame:
+    """:func:`head_metrics` of ``block`` under the view options, from :func:`estimated_metrics`; the frame's
+    ``attrs`` hold ``sampled_rows`` and ``stderr`` (metric -> largest standard error) for the page to say."""
+    values, stderr, n_rows = estimated_metrics(block, max_rows=max_rows, **options)
+    layer, head = np.divmod(np.arange(block.n_layers * block.n_heads), block.n_heads)
+    frame = pd.DataFrame({"layer": layer, "head": head, **{name: values[name].reshape(-1) for name in METRICS}})
+    frame.attrs.update(sampled_rows=n_rows, stderr=stderr)
+    return frame
+
+
 def metric_values(data: Block | np.ndarray, *, special=None, punct=None) -> dict[str, np.ndarray]:
     """:func:`head_metrics` as plain arrays: metric name -> (n_layers, n_heads) float64.
 
@@ -196,21 +209,32 @@ def metric_values(data: Block | np.ndarray, *, special=None, punct=None) -> dict
         if isinstance(data, Block):
             special = data.keys.special if special is None else special
             punct = punctuation_flags(data.keys) if punct is None else punct
-        per_layer = [metric_values(layer[None], special=special, punct=punct) for layer in raw.layers()]
+        # float32 per layer: a float64 copy of one 2,048-token layer is 300 MB (means agree to ~1e-6)
+        per_layer = [_metric_values(np.asarray(layer, dtype=np.float32)[None], special, punct)
+                     for layer in raw.layers()]
         return {name: np.concatenate([v[name] for v in per_layer]) for name in METRICS}
-    pattern = _as_pattern(data)                     # (L, H, Tq, Tk)
-    n_layers, n_heads, _, n_k = pattern.shape
+    return _metric_values(_as_pattern(data), *_flags(data, special, punct))
+
+
+def _flags(data, special, punct):
     if isinstance(data, Block):
-        if special is None:
-            special = data.keys.special
-        if punct is None:
-            punct = punctuation_flags(data.keys)
+        special = data.keys.special if special is None else special
+        punct = punctuation_flags(data.keys) if punct is None else punct
+    return special, punct
+
+
+def _metric_values(pattern: np.ndarray, special, punct) -> dict[str, np.ndarray]:
+    """The metrics of a (L, H, Tq, Tk) array (float64, or float32 for a long result's layers)."""
+    n_layers, n_heads, _, n_k = pattern.shape
     special = _key_flags(special, n_k, "special")
     punct = _key_flags(punct, n_k, "punct")
 
     q_pos = np.arange(pattern.shape[2])[:, None]
     k_pos = np.arange(n_k)[None, :]
     distance = np.abs(q_pos - k_pos)               # (Tq, Tk)
+    single = pattern.dtype == np.float32
+    if single:   # scipy's entr has no fast float32 loop; x log x with 0 log 0 = 0 is the same sum
+        distance = distance.astype(np.float32)
 
     def share(flags):
         if flags is None:
@@ -218,7 +242,8 @@ def metric_values(data: Block | np.ndarray, *, special=None, punct=None) -> dict
         return pattern[..., flags].sum(axis=-1).mean(axis=-1)
 
     values = {
-        "entropy": entr(pattern).sum(axis=-1).mean(axis=-1),
+        "entropy": (-(pattern * np.log(pattern + np.float32(1e-38))).sum(axis=-1).mean(axis=-1, dtype=np.float64)
+                    if single else entr(pattern).sum(axis=-1).mean(axis=-1)),
         "special_share": share(special),
         "punct_share": share(punct),
         "self_share": _diagonal_mean(pattern, 0),
@@ -226,9 +251,61 @@ def metric_values(data: Block | np.ndarray, *, special=None, punct=None) -> dict
         "next_share": _diagonal_mean(pattern, +1),
         "mean_distance": (pattern * distance).sum(axis=-1).mean(axis=-1),
         "confidence": pattern.max(axis=-1).mean(axis=-1),
-        "first_token_share": first_token_share(pattern),
+        "first_token_share": (pattern[:, :, 1:, 0].mean(axis=-1) if pattern.shape[2] >= 2
+                              else np.full((n_layers, n_heads), np.nan)),
     }
-    return {name: values[name] for name in METRICS}
+    return {name: np.asarray(values[name], dtype=np.float64) for name in METRICS}
+
+
+def estimated_metrics(block: Block, *, max_rows: int, **options) -> tuple[dict, dict, int]:
+    """The :data:`METRICS` of ``block`` under the view options (word level, hidden tokens), estimated from
+    ``max_rows`` evenly spaced query units of each layer (:func:`viz.aggregate.sampled_rows`: a long result
+    recomputes only the raw rows those need) instead of every layer whole.
+
+    Returns ``(values, stderr, n_rows)``: metric -> (n_layers, n_heads) mean over the sampled rows (each
+    metric's own rows, as :func:`metric_values` takes them), metric -> the largest standard error of those
+    means, and how many rows were sampled. With every row sampled the values are :func:`metric_values`'s.
+    """
+    from viz.aggregate import sampled_rows
+    units, _, keys, rows_of = sampled_rows(block, max_rows, **options)
+    n_layers, n_heads = block.n_layers, block.n_heads
+    special = np.asarray(keys.special, dtype=bool)
+    punct = punctuation_flags(keys)
+    n_k = len(keys)
+    distance = np.abs(units[:, None] - np.arange(n_k)[None, :]).astype(np.float32)   # (R, K')
+    per_row = {name: np.full((n_layers, n_heads, len(units)), np.nan) for name in METRICS}
+    r = np.arange(len(units))
+    def at(rows, offset, valid):
+        cols = units + offset
+        ok = valid & (cols >= 0) & (cols < n_k)
+        out = np.full(rows.shape[:2], np.nan)
+        out[:, ok] = rows[:, r[ok], cols[ok]]
+        return out
+    def measure(layer: int) -> None:
+        rows = rows_of(layer)                                                         # (H, R, K')
+        m = {name: per_row[name][layer] for name in METRICS}
+        m["entropy"][:] = -(rows * np.log(rows + np.float32(1e-38))).sum(axis=-1)
+        m["special_share"][:] = rows[..., special].sum(axis=-1)
+        m["punct_share"][:] = rows[..., punct].sum(axis=-1)
+        everywhere = np.ones(len(units), bool)
+        m["self_share"][:] = at(rows, 0, everywhere)
+        m["prev_share"][:] = at(rows, -1, everywhere)
+        m["next_share"][:] = at(rows, 1, everywhere)
+        m["mean_distance"][:] = (rows * distance).sum(axis=-1)
+        m["confidence"][:] = rows.max(axis=-1)
+        m["first_token_share"][:] = np.where(units >= 1, rows[..., 0], np.nan) if len(keys) >= 2 else np.nan
+    from viz.efficient import one_blas_thread   # small products: OpenBLAS threads only spin on a busy server
+    with one_blas_thread():
+        for layer in range(n_layers):
+            measure(layer)
+    values, stderr = {}, {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for name, v in per_row.items():
+            n = np.isfinite(v).sum(axis=-1)
+            values[name] = np.nanmean(v, axis=-1) if n.any() else np.full((n_layers, n_heads), np.nan)
+            spread = np.nanstd(v, axis=-1, ddof=1) / np.sqrt(np.maximum(n, 1)) if (n > 1).any() else np.zeros(1)
+            stderr[name] = float(np.nanmax(spread)) if np.isfinite(spread).any() else 0.0
+    return values, stderr, len(units)
 
 
 def first_token_share(data: Block | np.ndarray) -> np.ndarray:
@@ -304,6 +381,89 @@ def head_distances(data: Block | np.ndarray, *, max_rows: int | None = None) -> 
     return dist
 
 
+def js_distance_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon distance (base 2) between the rows of ``p`` and ``q`` along the last axis,
+    broadcast: scipy's ``jensenshannon(p, q, base=2, axis=-1)`` in float32 at ~20x its speed.
+
+    Written as ``sum_j p_j log1p(r_j) + q_j log1p(-r_j)`` with ``r = (p - q) / (p + q)``, so every
+    term stays accurate when the two rows nearly agree (no difference of two large logarithms):
+    within ~1e-6 of scipy's float64 result on attention rows. A row summing to 0 gives NaN, as in scipy.
+    """
+    p = np.asarray(p, dtype=np.float32)
+    q = np.asarray(q, dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = p / p.sum(axis=-1, keepdims=True)
+        q = q / q.sum(axis=-1, keepdims=True)
+        total = p + q
+        r = (p - q) / np.maximum(total, np.float32(1e-37))
+        np.clip(r, np.float32(-1 + 1e-7), np.float32(1 - 1e-7), out=r)
+        terms = p * np.log1p(r) + q * np.log1p(-r)
+        js = terms.sum(axis=-1, dtype=np.float64) / (2 * np.log(2))
+    return np.sqrt(np.maximum(js, 0.0))
+
+
+def layer_rows(pattern, layer: int, rows: np.ndarray) -> np.ndarray:
+    """(n_heads, len(rows), T_k): some query rows of one layer (a LazyPattern recomputes only those)."""
+    if is_lazy(pattern):
+        return pattern[layer, :, rows]
+    return np.asarray(pattern[layer])[:, rows]
+
+
+def distances_from(data: Block | np.ndarray, layer: int, head: int, *, max_rows: int | None = None) -> np.ndarray:
+    """(n_layers * n_heads,) mean Jensen-Shannon distance from head ``(layer, head)`` to every head, over
+    the query rows of :func:`query_rows`: one row of :func:`head_distances`, for a long result, one layer
+    at a time (a LazyPattern recomputes only those rows), in float32 (:func:`js_distance_rows`)."""
+    raw = data.pattern if isinstance(data, Block) else data
+    n_layers, n_heads, n_q, _ = raw.shape
+    rows = query_rows(n_q, max_rows)
+    me = np.asarray(raw[layer, head, rows], dtype=np.float32)             # (R, T_k)
+    # causal rows are zero past their own position: compare each group of rows up to its last key only
+    causal = isinstance(data, Block) and data.causal and n_q == raw.shape[3]
+    groups = np.array_split(np.arange(len(rows)), max(1, len(rows) // 8)) if causal else [np.arange(len(rows))]
+    out = np.empty(n_layers * n_heads)
+    from viz.efficient import one_blas_thread   # small products: OpenBLAS threads only spin on a busy server
+    with one_blas_thread():
+        for other in range(n_layers):
+            theirs = np.asarray(layer_rows(raw, other, rows), dtype=np.float32)   # (H, R, T_k): these rows only
+            js = np.empty(theirs.shape[:2])
+            for g in groups:
+                stop = int(rows[g[-1]]) + 1 if causal else theirs.shape[-1]
+                js[:, g] = js_distance_rows(me[None, g, :stop], theirs[:, g, :stop])   # (H, len(g))
+            out[other * n_heads:(other + 1) * n_heads] = np.nanmean(js, axis=-1)
+    out[layer * n_heads + head] = 0.0
+    return out
+
+
+def thumbnail_distances(thumbs: np.ndarray, n_queries: int, n_keys: int) -> np.ndarray:
+    """Head-to-head Jensen-Shannon distances on the thumbnails a long capture streamed
+    (:class:`~viz.result.PatternSummary`): each thumbnail row, times its key blocks' widths, is where
+    that block of queries puts its weight among the key blocks; distances are averaged over the
+    thumbnail rows. A coarse picture of :func:`head_distances` (blocks blur detail, so distances come
+    out smaller), with the cost of a 64-token input."""
+    n_layers, n_heads, t_q, t_k = thumbs.shape
+    # the thumbnails' near-equal bins (viz.views.model_view.downsample)
+    starts = np.floor(np.arange(t_k) * n_keys / t_k).astype(np.int64)
+    widths = np.diff(np.append(starts, n_keys)).astype(np.float32)
+    mass = (np.asarray(thumbs, dtype=np.float32) * widths).reshape(n_layers * n_heads, t_q, t_k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mass /= mass.sum(axis=-1, keepdims=True)
+    mass = np.nan_to_num(mass) * np.float32(0.5)          # halves: m = p/2 + q/2 below
+    tiny = np.float32(1e-30)
+    # JSD = H(m) - (H(p) + H(q)) / 2: one logarithm per pair and cell (the map is a picture; the
+    # float32 cancellation this allows, ~1e-3 in distance between near-identical heads, does not show)
+    half_h = -(mass * np.log(2 * mass + tiny)).sum(axis=-1)  # (N, R) = H(p) / 2
+    n = mass.shape[0]
+    dist = np.zeros((n, n))
+    for a in range(n - 1):
+        m = mass[a][None] + mass[a + 1:]                   # (n-a-1, R, K)
+        h_m = -(m * np.log(m + tiny)).sum(axis=-1)
+        jsd = np.maximum(h_m - half_h[a][None] - half_h[a + 1:], 0.0) / np.log(2)
+        row = np.sqrt(jsd).mean(axis=-1)
+        dist[a, a + 1:] = row
+        dist[a + 1:, a] = row
+    return dist
+
+
 def _mds_kwargs() -> dict:
     """MDS options for the installed scikit-learn (its keywords moved in 1.8)."""
     params = inspect.signature(MDS).parameters
@@ -336,6 +496,9 @@ class SimilarityMap:
     coords: np.ndarray         # (N, 2) MDS embedding
     n_layers: int
     n_heads: int
+    # "rows": distances over query rows (head_distances); "thumbnails": over a long result's streamed
+    # thumbnails (thumbnail_distances), a coarser picture
+    basis: str = "rows"
 
     def index(self, layer: int, head: int) -> int:
         return layer * self.n_heads + head
@@ -350,19 +513,35 @@ class SimilarityMap:
 
 def similarity_map(data: Block | np.ndarray, *, seed: int = 0,
                    max_rows: int | None = None) -> SimilarityMap:
-    """Distances between all heads plus a seeded 2-D MDS embedding (see :func:`head_distances`)."""
-    pattern = _as_pattern(data)
+    """Distances between all heads plus a seeded 2-D MDS embedding (see :func:`head_distances`).
+
+    A long result (a LazyPattern with its streamed summary) is compared on its thumbnails
+    (:func:`thumbnail_distances`, ``basis="thumbnails"``): every pair of its heads over sampled rows
+    would take minutes. Use :func:`distances_from` for one head's distances on token rows.
+    """
+    raw = data.pattern if isinstance(data, Block) else data
+    summary = getattr(raw, "summary", None) if is_lazy(raw) else None
+    if summary is not None:
+        distances = thumbnail_distances(summary.thumbs, raw.shape[2], raw.shape[3])
+        return SimilarityMap(distances, embed_heads(distances, seed=seed), raw.shape[0], raw.shape[1],
+                             basis="thumbnails")
+    pattern = raw if is_lazy(raw) else _as_pattern(data)
     distances = head_distances(pattern, max_rows=max_rows)
     return SimilarityMap(distances, embed_heads(distances, seed=seed),
                          pattern.shape[0], pattern.shape[1])
 
 
-def nearest_heads(sim: SimilarityMap, layer: int, head: int, *, k: int = 5) -> pd.DataFrame:
-    """The ``k`` heads closest to (layer, head): ``layer``, ``head``, ``distance``."""
+def nearest_heads(sim: SimilarityMap, layer: int, head: int, *, k: int = 5,
+                  row: np.ndarray | None = None) -> pd.DataFrame:
+    """The ``k`` heads closest to (layer, head): ``layer``, ``head``, ``distance``.
+
+    ``row``: that head's distances to every head to rank by instead of the map's (e.g. from
+    :func:`distances_from` when the map was drawn from thumbnails).
+    """
     if not (0 <= layer < sim.n_layers and 0 <= head < sim.n_heads):
         raise ValueError(f"no head ({layer}, {head}) in a {sim.n_layers} x {sim.n_heads} model")
     me = sim.index(layer, head)
-    row = sim.distances[me]
+    row = sim.distances[me] if row is None else np.asarray(row, dtype=float)
     order = [i for i in np.argsort(row, kind="stable") if i != me][:k]
     layers, heads = np.divmod(np.asarray(order, dtype=int), sim.n_heads)
     return pd.DataFrame({"layer": layers, "head": heads, "distance": row[order]})
@@ -371,6 +550,9 @@ def nearest_heads(sim: SimilarityMap, layer: int, head: int, *, k: int = 5) -> p
 def head_difference(data: Block | np.ndarray, first: tuple[int, int],
                     second: tuple[int, int]) -> np.ndarray:
     """``A_first - A_second`` for two (layer, head) pairs -> (query_pos, key_pos)."""
+    raw = data.pattern if isinstance(data, Block) else data
+    if is_lazy(raw):   # a long result: only the two heads are recomputed
+        return np.asarray(raw[first], dtype=np.float64) - np.asarray(raw[second], dtype=np.float64)
     pattern = _as_pattern(data)
     return pattern[first] - pattern[second]
 

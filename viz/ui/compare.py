@@ -10,7 +10,7 @@ import streamlit as st
 
 from viz import corpus, models, stats
 from viz.figures import stats as sf
-from viz.figures.attention import heatmap_figure
+from viz.figures.overview import attention_figure, difference_blocks_figure
 from viz.result import AttentionResult, Block, head_label
 from viz import settings
 from viz.ui import compute, state
@@ -21,8 +21,9 @@ COMPARE_MODES = ("Two heads", "Two sentences", "Two models")
 
 
 def _head_figure(block: Block, layer: int, head: int, title: str):
-    return heatmap_figure(block.pattern[layer, head], block.queries.labels, block.keys.labels,
-                          causal=block.causal, title=title)
+    # long inputs: drawn as blocks of their largest weight (the title says so)
+    return attention_figure(block.pattern[layer, head], block.queries.labels, block.keys.labels,
+                            causal=block.causal, title=title)
 
 
 def _grid(frame, metric: str, *, key: str, name: str, title: str = "", selected=None, **kwargs):
@@ -47,6 +48,11 @@ def metrics_tab(result: AttentionResult, kind: str, block: Block, metric: str) -
                                   kv_head=block.kv_head),
             name=f"{metric}_grid_{kind}", key="cmp_grid", on_select="rerun", selection_mode="points")
         st.caption("Click a cell (or use the pickers) to open that head's attention.")
+    if frame.attrs.get("sampled_rows"):   # a long text under the view options: estimates, and by how much
+        worst = frame.attrs["stderr"]
+        st.caption(f"Long text: with these options the metrics are estimated from "
+                   f"{frame.attrs['sampled_rows']} evenly spaced query tokens of every layer; standard error at "
+                   f"most " + ", ".join(f"{m} ±{worst[m]:.3f}" for m in stats.METRICS) + ".")
     state.park_pick("grid", sf.selected_head(grid_event), block.n_layers, block.n_heads)
 
     st.subheader("All heads (click a column to sort, a row to open it)")
@@ -80,13 +86,22 @@ def similarity_tab(result: AttentionResult, kind: str, block: Block, metric: str
     with st.spinner("Comparing every pair of heads…"):
         sim = compute.similarity_map(result, kind)
     layer, head = pick_head(block)
-    nearest = stats.nearest_heads(sim, layer, head, k=5)
+    # A long result's map comes from its thumbnails; the table from this head's token rows.
+    row = compute.distances_from(result, kind, layer, head) if sim.basis == "thumbnails" else None
+    nearest = stats.nearest_heads(sim, layer, head, k=5, row=row)
     sim_event = show_figure(
         sf.similarity_figure(sim.frame(), labels=stats.top_metric(frame), selected=(layer, head), nearest=nearest),
         name=f"head_similarity_{kind}", key="cmp_sim", on_select="rerun", selection_mode="points")
     state.park_pick("sim", sf.selected_head(sim_event), block.n_layers, block.n_heads)
     n_queries = block.pattern.shape[2]
-    if n_queries > compute.SIMILARITY_ROWS:
+    if sim.basis == "thumbnails":
+        thumb = result.block(kind).pattern.summary.thumbs.shape[-1]
+        n_rows = len(stats.query_rows(n_queries, compute.SIMILARITY_ROWS))
+        st.caption(f"Long text ({n_queries:,} tokens): the map compares the heads on their {thumb} × {thumb} "
+                   f"block means (the model view's thumbnails), which blur single tokens, so heads look closer "
+                   f"than they are; the table below is computed on {n_rows} evenly spaced query tokens, as for "
+                   f"shorter texts.")
+    elif n_queries > compute.SIMILARITY_ROWS:
         st.caption(f"Long text: distances are averaged over "
                    f"{len(stats.query_rows(n_queries, compute.SIMILARITY_ROWS))} evenly spaced of the "
                    f"{n_queries} query tokens, to keep this fast.")
@@ -128,8 +143,8 @@ def _two_heads(block: Block, frame) -> None:
         show_figure(_head_figure(block, lb, hb, f"B: layer {lb} · head {hb}"), name=f"attention_L{lb}_H{hb}",
                     key="cmp_b_fig")
     diff = stats.head_difference(block, (la, ha), (lb, hb))
-    show_figure(sf.difference_figure(diff, block.queries.labels, block.keys.labels, causal=block.causal,
-                                     title="A − B (red: A more, blue: B more)"),
+    show_figure(difference_blocks_figure(diff, block.queries.labels, block.keys.labels, causal=block.causal,
+                                         title="A − B (red: A more, blue: B more)"),
                 name=f"difference_L{la}H{ha}_L{lb}H{hb}", key="cmp_diff_fig")
     both = frame.set_index(["layer", "head"]).loc[[(la, ha), (lb, hb)]]
     both.index = [f"A (layer {la}, head {ha})", f"B (layer {lb}, head {hb})"]

@@ -226,7 +226,16 @@ def _memo(name: str, key: tuple, build: Callable):
 
 def head_metrics(result: AttentionResult, block: Block):
     """Per-head metrics of a (possibly transformed) block; shared by every session showing it."""
-    return _memo("metrics", (*_block_key(result, block), state.view_key()), lambda: stats.head_metrics(block))
+    flags = state.view_key()
+
+    def measure():
+        if getattr(block.pattern, "summary", True) is None:   # a long result under the view options
+            # every layer recomputed and transformed would take minutes: estimated from sampled rows
+            words, hide, first = flags
+            return stats.estimated_head_metrics(result.block(block.kind), word_level=words, hide_special=hide,
+                                                hide_first=first)
+        return stats.head_metrics(block)
+    return _memo("metrics", (*_block_key(result, block), flags), measure)
 
 
 SIMILARITY_ROWS = 96   # beyond this many query tokens the distances are estimated from a sample of rows
@@ -236,6 +245,14 @@ def similarity_map(result: AttentionResult, kind: str):
     block = result.block(kind)
     return _memo("similarity", _block_key(result, block),
                  lambda: stats.similarity_map(block, seed=0, max_rows=SIMILARITY_ROWS))
+
+
+def distances_from(result: AttentionResult, kind: str, layer: int, head: int) -> np.ndarray:
+    """One head's mean Jensen-Shannon distance to every head over SIMILARITY_ROWS query rows (long results:
+    the similarity map is drawn from thumbnails, the nearest-heads table from these)."""
+    block = result.block(kind)
+    return _memo("distances_from", (*_block_key(result, block), int(layer), int(head)),
+                 lambda: stats.distances_from(block, layer, head, max_rows=SIMILARITY_ROWS))
 
 
 def efficient_head(key: tuple, layer: int, head: int, config, internals) -> list:
@@ -249,8 +266,9 @@ def efficient_layer(key: tuple, layer: int, config, internals):
 
 
 def efficient_summary(key: tuple, config, causal: bool, pattern: np.ndarray):
-    return _memo("eff_summary", (*key, config), lambda: efficient.head_summary(pattern, config=config,
-                                                                                causal=causal))
+    # a long result is estimated from SUMMARY_ROWS query rows of each layer (the page says so)
+    return _memo("eff_summary", (*key, config), lambda: efficient.head_summary(
+        pattern, config=config, causal=causal, max_rows=efficient.SUMMARY_ROWS))
 
 
 @st.cache_resource(show_spinner=False)
