@@ -20,18 +20,21 @@ sessions (a new ~80-token sentence each, a small VIZ_CACHE_MB so the result cach
 fills and evicts) and reports RSS over time: it must stay flat over the second half.
 
 Two more sections (viz.batching, off unless asked for):
-- --gen-bursts: N students generating 20 tokens each at once on the embedded LLM (/generate, N-1
-  headless sessions and one Chromium tab), against the same N generations one after another in the
-  same run; each student's tokens are compared with its serial run.  --gen-soak then runs that many
-  generations in waves of --gen-soak-wave and reports RSS after each wave.
+- --gen-bursts: N students generating 20 tokens each at once on the embedded LLM (/generate, all
+  headless, then N-1 headless sessions and one Chromium tab), against the same N generations one after
+  another in the same run on a server with VIZ_BATCHING=0 (lone runs); each student's tokens (the tab's
+  read from its page) are compared with its lone run, and each headless session's time is split at its
+  first and last progress line.  --gen-soak then runs that many generations in waves of
+  --gen-soak-wave and reports RSS after each wave (it runs without --gen-bursts too).
 - --queue-bursts: the burst of N heatmap runs on a server with VIZ_BATCHING=0 (the serialized queue)
-  and on one with batching.
+  and on one with batching, the same N one after another, and the burst with every result already in
+  the cache (the page's own cost, no forward pass).
 
 Usage:
     .venv/bin/python benchmarks/load.py                          # bursts (ws + browser) + soak 300
     .venv/bin/python benchmarks/load.py --clients ws --soak 0    # quick: server cost only
     .venv/bin/python benchmarks/load.py --bursts 0 --soak 600 --soak-session-ttl 5
-    .venv/bin/python benchmarks/load.py --bursts 0 --soak 0 --gen-bursts 2 --gen-soak 300 --queue-bursts 2
+    .venv/bin/python benchmarks/load.py --bursts 0 --soak 0 --queue-bursts 3 --gen-bursts 2 --gen-soak 300
 Results go to benchmarks/load_results.md (pass --out to change).  Every loop
 and wait is bounded (--timeout per session, --soak-minutes for the soak).
 """
@@ -182,6 +185,7 @@ class Outcome:
     seconds: float
     error: str = ""
     saw_waiting: bool = False
+    html: str = ""          # the view's inner HTML, when asked for (a generation's tokens)
 
 
 async def new_context(browser):
@@ -190,7 +194,8 @@ async def new_context(browser):
     return context
 
 
-async def one_session(browser, url: str, view: str, word: str, timeout_s: float, *, context=None) -> Outcome:
+async def one_session(browser, url: str, view: str, word: str, timeout_s: float, *, context=None,
+                      grab_html: bool = False) -> Outcome:
     """Open ``url`` in a new tab (a new Streamlit session); time until the script finished and ``view`` shows ``word``.
 
     With ``context`` the tab shares that context's HTTP and code cache (as a student's browser
@@ -221,7 +226,8 @@ async def one_session(browser, url: str, view: str, word: str, timeout_s: float,
                                                  .text_content() or "")[:120])
         if dialogs:
             problems.append(f"dialog: {dialogs}")
-        return Outcome(elapsed, "; ".join(problems), bool(await page.evaluate("window.__sawWaiting")))
+        return Outcome(elapsed, "; ".join(problems), bool(await page.evaluate("window.__sawWaiting")),
+                       await drawn_view.inner_html(timeout=ms) if grab_html else "")
     except Exception as exc:  # noqa: BLE001 - a failed session is a result, not a crash
         return Outcome(time.perf_counter() - start, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
     finally:
@@ -278,15 +284,17 @@ async def ws_session(url: str, page_name: str, query: str, want: str, word: str,
 
 
 async def ws_burst(server: Server, *, target: str, path: str, want: str, n: int, timeout_s: float,
-                   offset: int = 0) -> BurstResult:
-    warm_text, _ = sentence(offset + 900)
+                   offset: int = 0, cached: bool = False) -> BurstResult:
+    """n ws sessions at once, each its own sentence (``cached``: all the warm-up's sentence, whose result
+    every session finds in the shared cache: no forward pass at all, the page's own cost)."""
+    warm_text, warm_word = sentence(offset + 900)
     await ws_session(server.url, path, f"text={quote(warm_text)}", want, "", timeout_s)
     await asyncio.sleep(2)
     load_before, rss_before = loadavg(), server.rss_mb()
     with RssSampler(server) as rss:
         jobs = []
         for i in range(n):
-            text, word = sentence(offset + i)
+            text, word = (warm_text, warm_word) if cached else sentence(offset + i)
             jobs.append(ws_session(server.url, path, f"text={quote(text)}", want, word if path else "", timeout_s))
         outcomes = await asyncio.gather(*jobs)
     await asyncio.sleep(1)
@@ -502,6 +510,8 @@ class GenOutcome:
     tokens: tuple = ()
     saw_progress: bool = False
     saw_waiting: bool = False
+    first_token: float = float("nan")   # seconds from connecting to the first "Generating, 1 of n"
+    last_token: float = float("nan")    # ... to the last progress line (the model's part ends there)
 
 
 async def ws_generation(url: str, query: str, word: str, timeout_s: float) -> GenOutcome:
@@ -513,6 +523,7 @@ async def ws_generation(url: str, query: str, word: str, timeout_s: float) -> Ge
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
     start = time.perf_counter()
     problems, tokens, progress, waiting = [], (), False, False
+    first = last = float("nan")
     try:
         async with websockets.connect(url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"],
                                       max_size=2 ** 28, open_timeout=timeout_s) as ws:
@@ -535,7 +546,10 @@ async def ws_generation(url: str, query: str, word: str, timeout_s: float) -> Ge
                     elif name == "alert":
                         if el.alert.format == Alert.Format.Value("ERROR"):
                             problems.append("error: " + el.alert.body[:120])
-                        progress |= el.alert.body.startswith("Generating,")
+                        if el.alert.body.startswith("Generating,"):
+                            last = time.perf_counter() - start
+                            first = last if first != first else first
+                            progress = True
                         waiting |= "Waiting for a free slot" in el.alert.body
                 elif kind == "script_finished" and (tokens or problems):
                     break
@@ -543,7 +557,7 @@ async def ws_generation(url: str, query: str, word: str, timeout_s: float) -> Ge
         problems.append(f"{type(exc).__name__}: {str(exc)[:160]}")
     if tokens and word not in "".join(tokens):
         problems.append(f"text lacks '{word}'")
-    return GenOutcome(time.perf_counter() - start, "; ".join(problems), tokens, progress, waiting)
+    return GenOutcome(time.perf_counter() - start, "; ".join(problems), tokens, progress, waiting, first, last)
 
 
 @dataclass
@@ -557,11 +571,13 @@ class GenRun:
     tab: float | None = None
     progress: int = 0
     waiting: int = 0
+    first_token: list = field(default_factory=list)   # headless sessions: connect to the first token, s
+    after_last: list = field(default_factory=list)    # headless sessions: last token to the script's end, s
 
 
 async def gen_serial(server: Server, *, n: int, new: int, timeout_s: float, offset: int = 0) -> GenRun:
     """The same n generations one after another (fresh sessions): today's queue, its last student's wait."""
-    times, tokens, errors, progress = [], {}, [], 0
+    times, tokens, errors, progress, outs = [], {}, [], 0, []
     began = time.perf_counter()
     for i in range(n):
         query, word = gen_query(offset + i, new)
@@ -571,7 +587,15 @@ async def gen_serial(server: Server, *, n: int, new: int, timeout_s: float, offs
         progress += out.saw_progress
         if out.error:
             errors.append(out.error)
-    return GenRun("one after another", times, tokens, errors, time.perf_counter() - began, progress=progress)
+        outs.append(out)
+    return GenRun("one after another", times, tokens, errors, time.perf_counter() - began, progress=progress,
+                  **_phases(outs))
+
+
+def _phases(outs) -> dict:
+    """Where a headless session's time went: waiting for its first token, and drawing the page after its last."""
+    outs = [o for o in outs if isinstance(o, GenOutcome) and not o.error and o.first_token == o.first_token]
+    return dict(first_token=[o.first_token for o in outs], after_last=[o.seconds - o.last_token for o in outs])
 
 
 async def gen_burst(server: Server, *, n: int, new: int, timeout_s: float, offset: int = 0,
@@ -591,7 +615,8 @@ async def gen_burst(server: Server, *, n: int, new: int, timeout_s: float, offse
             for i in range(n):
                 query, word = gen_query(offset + i, new)
                 if i == 0 and browser is not None:
-                    jobs.append(one_session(browser, f"{server.url}/generate?{query}", GEN_VIEW, word, timeout_s))
+                    jobs.append(one_session(browser, f"{server.url}/generate?{query}", GEN_VIEW, word, timeout_s,
+                                            grab_html=True))
                 else:
                     jobs.append(ws_generation(server.url, query, word, timeout_s))
             outcomes = await asyncio.gather(*jobs)
@@ -602,12 +627,13 @@ async def gen_burst(server: Server, *, n: int, new: int, timeout_s: float, offse
     first = outcomes[0] if browser is not None else None
     return GenRun(f"{n} at once" + (" (one a Chromium tab)" if tab else " (headless)"),
                   [o.seconds for o in outcomes if not o.error],
-                  {i: o.tokens for i, o in enumerate(outcomes) if isinstance(o, GenOutcome)},
+                  {i: o.tokens if isinstance(o, GenOutcome) else tuple(html.unescape(t) for t in _TOKEN.findall(o.html))
+                   for i, o in enumerate(outcomes)},
                   [o.error for o in outcomes if o.error], wall,
                   (rss_before, max(rss.samples, default=float("nan")), server.rss_mb()),
                   tab=None if first is None or first.error else first.seconds,
                   progress=sum(getattr(o, "saw_progress", False) for o in outcomes),
-                  waiting=sum(getattr(o, "saw_waiting", False) for o in outcomes))
+                  waiting=sum(getattr(o, "saw_waiting", False) for o in outcomes), **_phases(outcomes))
 
 
 async def gen_soak(server: Server, *, runs: int, wave: int, new: int, timeout_s: float,
@@ -657,7 +683,8 @@ def gen_section(args) -> tuple[list[str], bool]:
                 print(f"  burst{mode}{' with a tab' if tab else ''}: p95 {pct(run.times, 95):.1f} s, "
                       f"wall {run.wall:.1f} s, errors {len(run.errors)}", flush=True)
         if serial is None:
-            server = _gen_server()
+            # Lone runs (viz.generation.generate, batching off): today's queue, and the outputs to match.
+            server = _gen_server(VIZ_BATCHING="0")
             try:
                 serial = asyncio.run(gen_serial(server, n=n, new=args.gen_new, timeout_s=args.timeout))
             finally:
@@ -672,35 +699,39 @@ def gen_section(args) -> tuple[list[str], bool]:
             idle_rss = server.rss_mb()
         finally:
             server.stop()
-    if serial is None:
-        return ["(no generation burst run)"], True
-    total = sum(serial.times)
-    lines += [f"## A class generating at once: {n} students x {args.gen_new} new tokens, embedded LLM", "",
-              f"`VIZ_SERVER_MODE=1`, batching on (`VIZ_BATCHING=1`, the default). Student i has its own prompt; "
-              f"every third samples with its own seed (temperature 0.8), every third uses the chat template "
-              f"(longer prompts). The serial baseline is the same {n} generations one after another, in this same "
-              f"run: its total is what the last student waits with a queue. Each row on a fresh server (warmed by "
-              f"one generation of another prompt), so no result comes from the cache. Time = connect until the "
-              f"script run that generated has finished (the tab: until the page is drawn).", "",
-              "| run | sessions | ok | errors | p50 s | p95 s | max s | p95 / serial total | one Chromium tab s "
-              "| saw progress | saw \"waiting\" | RSS before / peak / after MB | same tokens as serial |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines.append(f"| {serial.label} | {n} | {len(serial.times) - len(serial.errors)} | {len(serial.errors)} "
-                 f"| {pct(serial.times, 50):.1f} | {pct(serial.times, 95):.1f} | {max(serial.times):.1f} "
-                 f"| total {total:.1f} s | | {serial.progress} | | | |")
-    for r in runs:
-        compared = [i for i, t in r.tokens.items() if t and serial.tokens.get(i)]
-        same = sum(r.tokens[i] == serial.tokens[i] for i in compared)
-        ok &= not r.errors and same == len(compared)
-        lines.append(f"| {r.label} | {n} | {len(r.times)} | {len(r.errors)} | {pct(r.times, 50):.1f} "
-                     f"| {pct(r.times, 95):.1f} | {max(r.times, default=float('nan')):.1f} "
-                     f"| **{pct(r.times, 95) / total:.2f}** | {'' if r.tab is None else f'{r.tab:.1f}'} "
-                     f"| {r.progress} | {r.waiting} | {r.rss[0]:.0f} / {r.rss[1]:.0f} / {r.rss[2]:.0f} "
-                     f"| {same} / {len(compared)} |")
-    ok &= not serial.errors
-    errs = sorted({e for r in [serial, *runs] for e in r.errors})
-    if errs:
-        lines += ["", "Errors:", ""] + [f"- {e}" for e in errs[:10]]
+    if serial is not None:      # the bursts against the serial baseline (none with --gen-bursts 0)
+        total = sum(serial.times)
+        lines += [f"## A class generating at once: {n} students x {args.gen_new} new tokens, embedded LLM", "",
+                  f"`VIZ_SERVER_MODE=1`, batching on (`VIZ_BATCHING=1`, the default). Student i has its own prompt; "
+                  f"every third samples with its own seed (temperature 0.8), every third uses the chat template "
+                  f"(longer prompts). The serial baseline is the same {n} generations one after another, in this same "
+                  f"run, on a server with batching off (`VIZ_BATCHING=0`: lone runs, today's queue): its total is what "
+                  f"the last student waits with a queue, and its tokens are what each student must get. Each row on a "
+                  f"fresh server (warmed by "
+                  f"one generation of another prompt), so no result comes from the cache. Time = connect until the "
+                  f"script run that generated has finished (the tab: until the page is drawn).", "",
+                  "| run | sessions | ok | errors | p50 s | p95 s | max s | p95 / serial total | one Chromium tab s "
+                  "| first token p95 s | page after last token p95 s "
+                  "| saw progress | saw \"waiting\" | RSS before / peak / after MB | same tokens as serial |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(f"| {serial.label} | {n} | {len(serial.times) - len(serial.errors)} | {len(serial.errors)} "
+                     f"| {pct(serial.times, 50):.1f} | {pct(serial.times, 95):.1f} | {max(serial.times):.1f} "
+                     f"| total {total:.1f} s | | {pct(serial.first_token, 95):.1f} | {pct(serial.after_last, 95):.1f} "
+                     f"| {serial.progress} | | | |")
+        for r in runs:
+            compared = [i for i, t in r.tokens.items() if t and serial.tokens.get(i)]
+            same = sum(r.tokens[i] == serial.tokens[i] for i in compared)
+            ok &= not r.errors and same == len(compared)
+            lines.append(f"| {r.label} | {n} | {len(r.times)} | {len(r.errors)} | {pct(r.times, 50):.1f} "
+                         f"| {pct(r.times, 95):.1f} | {max(r.times, default=float('nan')):.1f} "
+                         f"| **{pct(r.times, 95) / total:.2f}** | {'' if r.tab is None else f'{r.tab:.1f}'} "
+                         f"| {pct(r.first_token, 95):.1f} | {pct(r.after_last, 95):.1f} | {r.progress} | {r.waiting} "
+                         f"| {r.rss[0]:.0f} / {r.rss[1]:.0f} / {r.rss[2]:.0f} "
+                         f"| {same} / {len(compared)} |")
+        ok &= not serial.errors
+        errs = sorted({e for r in [serial, *runs] for e in r.errors})
+        if errs:
+            lines += ["", "Errors:", ""] + [f"- {e}" for e in errs[:10]]
     if soak_rows:
         half = soak_rows[len(soak_rows) // 2:]
         xs, ys = [r[0] for r in half], [r[2] for r in half]
@@ -708,6 +739,8 @@ def gen_section(args) -> tuple[list[str], bool]:
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sum((x - mx) ** 2 for x in xs) or 1.0)
         n_err = sum(r[3] for r in soak_rows)
         ok &= not n_err
+        if serial is None:
+            lines += [f"## A class generating at once: soak, {args.gen_new} new tokens each, embedded LLM"]
         lines += ["", f"Generation soak: {soak_rows[-1][0]} generations in waves of {args.gen_soak_wave} at once "
                       f"(a new prompt each; `VIZ_CACHE_MB={args.gen_soak_cache_mb}`, so the result cache fills and "
                       f"evicts). RSS after each wave (MB): " + ", ".join(f"{r[2]:.0f}" for r in soak_rows)
@@ -719,7 +752,7 @@ def gen_section(args) -> tuple[list[str], bool]:
 
 def queue_section(args) -> tuple[list[str], bool]:
     """The burst of single runs on /heatmap with batching on, against today's serialized queue."""
-    results, ok = [], True
+    results, ok, serial = [], True, []
     for label, batching in (("serialized queue (`VIZ_BATCHING=0`)", "0"), ("shared passes (`VIZ_BATCHING=1`)", "1")):
         server = Server("app.py", env={"VIZ_SERVER_MODE": "1", "VIZ_BATCHING": batching}).start()
         try:
@@ -727,6 +760,18 @@ def queue_section(args) -> tuple[list[str], bool]:
             for b in range(args.queue_bursts):
                 r = asyncio.run(ws_burst(server, target=f"/heatmap, {label}, websocket", path="heatmap", want="html",
                                          n=args.sessions, timeout_s=args.timeout, offset=(b + 1) * 100))
+                results.append(r)
+                print(burst_table([r]).splitlines()[-1], flush=True)
+            if batching == "0":     # the same number of runs one after another (new sentences: no cache)
+                for i in range(args.sessions):
+                    text, word = sentence(500 + i)
+                    serial.append(asyncio.run(ws_session(server.url, "heatmap", f"text={quote(text)}", "html", word,
+                                                         args.timeout)))
+                print(f"  {args.sessions} one after another: total {sum(o.seconds for o in serial):.1f} s", flush=True)
+            if batching == "1":     # the floor: the same burst with every result already in the cache
+                r = asyncio.run(ws_burst(server, target="/heatmap, every result from the cache (no forward pass), "
+                                                        "websocket", path="heatmap", want="html", n=args.sessions,
+                                         timeout_s=args.timeout, offset=700, cached=True))
                 results.append(r)
                 print(burst_table([r]).splitlines()[-1], flush=True)
             runs = [asyncio.run(student_burst(
@@ -737,11 +782,18 @@ def queue_section(args) -> tuple[list[str], bool]:
             print(burst_table([results[-1]]).splitlines()[-1], flush=True)
         finally:
             server.stop()
-    ok = not any(r.errors for r in results)
+    ok = not any(r.errors for r in results) and not any(o.error for o in serial)
+    total = sum(o.seconds for o in serial)
+    shared = [r for r in results if "VIZ_BATCHING=1" in r.target and "websocket" in r.target]
     return ["## The burst of single runs: shared passes against the serialized queue", "",
             f"{args.sessions} students press Run on /heatmap at once (each their own sentence; embedded encoder), "
-            f"on a server with batching off (today's queue: one forward pass at a time) and on. Same run, "
-            f"same machine.", "", burst_table(results), ""], ok
+            f"on a server with batching off (today's queue: one forward pass at a time) and on, and the same burst "
+            f"with every result already in the shared cache (no forward pass: what the page itself costs the "
+            f"server). Same run, same machine.", "", burst_table(results), "",
+            f"The same {args.sessions} runs one after another (batching off, new sentences, one websocket session "
+            f"each): total {total:.1f} s (each p50 {pct([o.seconds for o in serial], 50):.2f} s), errors "
+            f"{sum(bool(o.error) for o in serial)}; shared passes' p95 / that total: "
+            + ", ".join(f"{pct(r.times, 95) / total:.2f}" for r in shared) + ".", ""], ok
 
 
 def main(argv=None) -> int:
@@ -797,12 +849,16 @@ def main(argv=None) -> int:
                 f"- one browser tab among {args.sessions}: one headless Chromium tab with a fresh context (a "
                 f"student's first visit) opened at the same moment as {args.sessions - 1} websocket sessions; "
                 f"time = navigation until the script has finished and the view is drawn. One sample per "
-                f"burst, {args.student_bursts} bursts. This is what a student sees on their own machine.",
+                f"burst, {args.student_bursts if args.bursts else args.queue_bursts} bursts. This is what a "
+                f"student sees on their own machine."]
+    if args.bursts and "browser" in clients:
+        sections += [
                 f"- browser: {args.sessions} tabs of one headless Chromium "
                 f"({'each in its own context' if args.separate_contexts else 'one context, cache warmed by one visit'}); "
                 "time = navigation until the script has finished and the view is drawn. Chromium runs on the "
                 "same 2 cores (30 students would bring 30 machines), so this measures the browser as much "
-                "as the server.", ""]
+                "as the server."]
+    sections.append("")
     results: list[BurstResult] = []
     if args.bursts:
         for target, script, path, view, want in (
@@ -852,7 +908,7 @@ def main(argv=None) -> int:
         lines, good = queue_section(args)
         sections += lines
         extra_ok &= good
-    if args.gen_bursts:
+    if args.gen_bursts or args.gen_soak:
         lines, good = gen_section(args)
         sections += lines
         extra_ok &= good

@@ -174,6 +174,38 @@ def test_near_ties_run_again_alone(llama, monkeypatch):
     assert engine.stats["replays"] == 5
 
 
+def test_a_replay_goes_back_into_the_batch(llama, monkeypatch):
+    """A near tie at step 2 of two requests (one greedy, one sampled): each is replayed alone up to that
+    choice, then decodes on in the shared batch beside the two others; all four are still lone runs."""
+    alone = lone_generations(llama, PROMPTS[:4], SETTINGS[:4])
+    engine = fresh_engine(llama)
+    choose, certain = batching.Engine._choose, batching.certain
+    current = {}
+
+    def spy(self, row, logits):
+        current["row"] = row
+        return choose(self, row, logits)
+
+    def tied(*args, **kwargs):        # requests 0 and 1 tie at step 2 the first time they get there
+        row = current["row"]
+        return certain(*args, **kwargs) and not (row.job.text in PROMPTS[:2] and row.replays == 0
+                                                 and len(row.ids) == 2)
+    monkeypatch.setattr(batching.Engine, "_choose", spy)
+    monkeypatch.setattr(batching, "certain", tied)
+    progress = [Progress() for _ in range(4)]
+    shared = together(engine, shared_calls(llama, PROMPTS[:4], SETTINGS[:4], progress))
+    for a, b, p in zip(alone, shared, progress):
+        assert not isinstance(b, Exception), b
+        same_generation(a, b)
+        assert p.steps == list(range(a.n_steps)) and p.ids == a.step_ids.tolist()
+    assert all(a.n_steps == 8 for a in alone)
+    assert engine.stats["replays"] == 2 and engine.stats["rejoined"] == 2
+    assert engine.stats["decode_rows"] == 4
+    # After rejoining, the replayed rows decoded in shared steps of more than one row.
+    solo_steps = sum(kind == "solo step" for _, kind, *_ in engine.trace)
+    assert solo_steps < 2 * 7
+
+
 def test_a_failing_request_fails_alone(tiny_models):
     """A forced token outside the vocabulary, a prompt that makes the model raise, an empty prompt and a
     callback that raises (a Streamlit rerun) each fail their own request; the others are exact."""

@@ -220,19 +220,7 @@ def transform_matrix(matrix: np.ndarray, queries: TokenSeq, keys: TokenSeq, *,
     matrix = np.asarray(matrix)
     same_stream = keys is queries
     if hide_special or hide_first:
-        query_keep = np.ones(len(queries), bool)
-        key_keep = np.ones(len(keys), bool)
-        if hide_special:
-            query_keep &= ~np.asarray(queries.special, bool)
-            key_keep &= ~np.asarray(keys.special, bool)
-        if hide_first and len(keys):
-            key_keep[0] = False
-            if same_stream:
-                query_keep[0] = False
-        if not query_keep.any():
-            query_keep = np.ones_like(query_keep)
-        if not key_keep.any():
-            key_keep = np.ones_like(key_keep)
+        query_keep, key_keep = keep_masks(queries, keys, hide_special=hide_special, hide_first=hide_first)
         matrix = drop_and_renormalise(matrix, query_keep, key_keep, precision=precision)
         queries = filter_seq(queries, query_keep)
         keys = queries if same_stream else filter_seq(keys, key_keep)
@@ -243,6 +231,22 @@ def transform_matrix(matrix: np.ndarray, queries: TokenSeq, keys: TokenSeq, *,
         queries = merge_seq(queries, query_groups)
         keys = queries if same_stream else merge_seq(keys, key_groups)
     return np.asarray(matrix, np.float32), queries, keys
+
+
+def keep_masks(queries, keys, *, hide_special: bool, hide_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(query_keep, key_keep) bool masks of the tokens that stay; a stream with nothing left is kept whole
+    (there would be nothing to show)."""
+    query_keep, key_keep = np.ones(len(queries), bool), np.ones(len(keys), bool)
+    if hide_special:
+        query_keep &= ~np.asarray(queries.special, bool)
+        key_keep &= ~np.asarray(keys.special, bool)
+    if hide_first and len(keys):
+        key_keep[0] = False
+        if keys is queries:
+            query_keep[0] = False
+    query_keep = query_keep if query_keep.any() else np.ones_like(query_keep)
+    key_keep = key_keep if key_keep.any() else np.ones_like(key_keep)
+    return query_keep, key_keep
 
 
 def transform_block(block: Block, *, word_level: bool = False, hide_special: bool = False,
@@ -285,16 +289,7 @@ def sampled_rows(block: Block, max_rows: int, *, word_level: bool = False, hide_
     same_stream = keys is queries
     q_idx, k_idx = np.arange(len(queries)), np.arange(len(keys))
     if hide_special or hide_first:
-        query_keep, key_keep = np.ones(len(queries), bool), np.ones(len(keys), bool)
-        if hide_special:
-            query_keep &= ~np.asarray(queries.special, bool)
-            key_keep &= ~np.asarray(keys.special, bool)
-        if hide_first and len(keys):
-            key_keep[0] = False
-            if same_stream:
-                query_keep[0] = False
-        query_keep = query_keep if query_keep.any() else np.ones_like(query_keep)
-        key_keep = key_keep if key_keep.any() else np.ones_like(key_keep)
+        query_keep, key_keep = keep_masks(queries, keys, hide_special=hide_special, hide_first=hide_first)
         q_idx, k_idx = np.flatnonzero(query_keep), np.flatnonzero(key_keep)
         queries = filter_seq(queries, query_keep)
         keys = queries if same_stream else filter_seq(keys, key_keep)

@@ -29,9 +29,16 @@ choice.  Every choice made in a batch is therefore checked: greedy needs its top
 by more than twice :data:`LOGIT_TOLERANCE`; a sampled token (``torch.multinomial``'s one-sample draw,
 argmax of p_i / q_i with q_i ~ Exp(1) from the request's generator, rebuilt here from the generator's
 state) must stay the argmax, and inside the top-p nucleus, for every logits vector within the tolerance.
-A choice closer than that to a tie is not trusted: the request leaves the batch and runs alone
-(:func:`viz.generation.generate`'s own path), which gives the lone result by construction.  The same
-happens when a batched forward pass fails: its requests run alone, so one bad request fails only itself.
+A choice closer than that to a tie is not trusted: the request leaves the batch and runs again alone, with
+exactly a lone run's tensors, which gives the lone result by construction.  Once that replay has made the
+untrusted choice it goes back into the shared batch (its cache, a lone run's, merged in as a newcomer's
+is; its later choices checked again), so a near tie costs a lone run up to that step, not a whole one
+decoding beside the batch; a request that ties a second time stays alone to the end.  When a batched
+forward pass fails its requests run alone (:func:`viz.generation.generate`'s own path), so one bad
+request fails only itself.
+
+Long prompts (whose attention is above VIZ_FULL_PATTERN_MB) never join a batch: a batch collects every
+layer's (T, T) weights of its prefill, so they decode alone, where the final pass keeps queries and keys.
 
 Isolation: each request has a private event queue read by its own thread, which calls its own
 ``on_token``/``on_wait``/``on_start`` (Streamlit calls must come from the session's thread) and gets
@@ -90,6 +97,14 @@ def generate(prompt: str, model: str | LoadedModel | None = None, *,
                        internals=internals)
     engine = engine_for(job.loaded)
     if not SETTINGS.batching or internals or not engine.decodes:
+        return gen._run_alone(job, on_token=on_token, on_wait=on_wait, on_start=on_start)
+    if cap.pattern_bytes(job.loaded.info, len(job.built.ids) + job.max_new_tokens) > \
+            cap.SETTINGS.full_pattern_mb * _MB:
+        # A batch collects every layer's (T, T) weights of its prefill (and a lone final pass keeps only
+        # queries and keys, viz.capture.compact_pass): a long prompt decodes alone rather than cost
+        # L x H x T^2 float32 (4.5 GB for the embedded LLM at 2,048 tokens).
+        with engine._cond:
+            engine.stats["alone"]["long prompt"] += 1
         return gen._run_alone(job, on_token=on_token, on_wait=on_wait, on_start=on_start)
     ticket = engine.submit_generation(job)
     announced = 0
@@ -208,6 +223,7 @@ class _Row:
     tokens: int                      # prompt + new tokens: its share of VIZ_BATCH_MAX_TOKENS
     solo: bool = False               # replayed alone, exactly as a lone run: no tie check needed
     announced: int = 0               # steps its requester has already been told (a replay skips them)
+    replays: int = 0                 # times this request was started again alone (1: it may rejoin the batch)
     told_to_wait: bool = False
     ids: list = field(default_factory=list)
     probs: list = field(default_factory=list)
@@ -221,11 +237,18 @@ class _Row:
     step_attention: list = field(default_factory=list)   # (L, H, n_prompt + k + 1) for generated token k
 
     @classmethod
-    def new(cls, job: gen._Job, ticket: _Ticket, *, solo: bool = False, announced: int = 0) -> _Row:
+    def new(cls, job: gen._Job, ticket: _Ticket, *, solo: bool = False, announced: int = 0,
+            replays: int = 0) -> _Row:
         # Each request draws from its own generator, seeded as a lone run seeds it.
         generator = torch.Generator().manual_seed(job.seed) if job.sample else None
         return cls(job=job, ticket=ticket, generator=generator, tokens=len(job.built.ids) + job.max_new_tokens,
-                   solo=solo, announced=announced)
+                   solo=solo, announced=announced, replays=replays)
+
+    @property
+    def may_rejoin(self) -> bool:
+        """A first replay that has made, alone, the choice it was replayed for: its tokens so far and its
+        cache are a lone run's, so it can decode on in the shared batch (its later choices checked again)."""
+        return self.solo and self.replays == 1 and len(self.ids) > self.announced and not self.closing
 
     @property
     def n_prompt(self) -> int:
@@ -379,7 +402,7 @@ class Engine:
         # What happened, for tests and benchmarks: the largest batches, seconds per kind of work,
         # and how many requests ran alone and why.
         self.stats = {"submitted": 0, "decode_rows": 0, "tokens_in_flight": 0, "pass_rows": 0, "alone": Counter(),
-                      "replays": 0, "steps": 0, "passes": 0, "prefills": 0, "joined_running": 0,
+                      "replays": 0, "rejoined": 0, "steps": 0, "passes": 0, "prefills": 0, "joined_running": 0,
                       "prefill_s": 0.0, "step_s": 0.0, "pass_s": 0.0}
         # The last units of work: (start time, kind, rows, tokens per row, model seconds, total seconds).
         self.trace: deque = deque(maxlen=4000)
@@ -444,11 +467,13 @@ class Engine:
                     self._step(self._shared)
                 for group in self._solos:
                     # A replay first redoes steps its student has already seen: a few of its cheap
-                    # one-row steps per shared step, so it does not trail the batch by that much.
+                    # one-row steps per shared step, so it does not trail the batch by that much;
+                    # past the choice it was replayed for, it goes back into the batch.
                     for _ in range(SOLO_CATCH_UP if group.rows and len(group.rows[0].ids) < group.rows[0].announced
                                    else 1):
-                        if group.rows:
+                        if group.rows and not self._rejoined(group):
                             self._step(group)
+                    self._rejoined(group)
                 self._solos = [group for group in self._solos if group.rows]
         except BaseException as exc:   # a bug here must not leave requesters waiting: each runs alone
             log.exception("batching worker failed")
@@ -461,6 +486,21 @@ class Engine:
             for ticket in {id(item.ticket): item.ticket for item in items}.values():
                 self.stats["alone"][f"worker failed: {type(exc).__name__}"] += 1
                 ticket.put("alone")
+
+    def _rejoined(self, group: _Group) -> bool:
+        """A solo group's replayed row goes back into the shared batch if it may (and the batch is running:
+        alone it would be a shared group of one, with checks a solo row does not need).  Its lone cache is
+        merged in (left padded) as a newcomer's prefilled cache is; between units of work every row's last
+        token is yet to be fed, so both sides are at the same point of a step."""
+        if not (group.rows and group.rows[0].may_rejoin and self._shared.rows):
+            return False
+        row = group.rows[0]
+        row.solo = False
+        self._shared.merge(group.cache, group.mask)
+        self._shared.rows.append(row)
+        group.rows, group.cache, group.mask = [], None, None
+        self.stats["rejoined"] += 1
+        return True
 
     def _admit_locked(self) -> list[_Row]:
         """Waiting generations that fit the caps, first come first served (the first fits an empty batch)."""
@@ -631,8 +671,11 @@ class Engine:
                 continue
             if outcome == "replay":
                 # A near tie: start this request again on its own, as a lone run (no step is announced twice).
-                self.stats["replays"] += 1
-                self._replays.append(_Row.new(row.job, row.ticket, solo=True, announced=len(row.ids)))
+                # The first time, it goes back to the batch once it has made that choice alone; a request
+                # that ties again stays alone to the end (at most twice a lone run's passes).
+                self.stats["replays"] += not row.replays          # requests replayed, not replays
+                self._replays.append(_Row.new(row.job, row.ticket, solo=True, announced=len(row.ids),
+                                              replays=row.replays + 1))
                 leaving.add(b)
             elif outcome == "done" and not self.final_pass:
                 row.closing = True      # one more step feeds its last token: that token's attention row
