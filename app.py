@@ -2,6 +2,7 @@
 import streamlit as st
 
 from viz import ui
+from viz.cache import release_free_memory
 
 st.set_page_config(page_title="Attention explorer", page_icon=":material/visibility:", layout="wide")
 
@@ -35,5 +36,8 @@ PAGES = {
 page = st.navigation(PAGES, expanded=True)
 ui.sidebar(page.url_path)
 ui.apply_presentation()
-page.run()
-ui.footer(page)
+try:
+    page.run()
+    ui.footer(page)
+finally:
+    release_free_memory()   # a long input's page frees layer-sized buffers: hand them back (viz.cache)

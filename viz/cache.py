@@ -6,7 +6,9 @@ can share one object instead, and the bound is on memory, not on entries.
 """
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import fields, is_dataclass
@@ -107,3 +109,35 @@ class ByteLRU:
         with self._lock:
             self._items.clear()
             self.bytes = 0
+
+
+_TRIM = {"last": 0.0}
+_TRIM_LOCK = threading.Lock()
+
+
+def release_free_memory(*, every_s: float = 1.0) -> None:
+    """Give freed heap memory back to the OS (glibc's ``malloc_trim``), at most once per ``every_s``.
+
+    A long input's page frees buffers of tens of MB (one head's rows, a layer's scores); glibc keeps
+    such memory in the heap and in each thread's arena, so a server's RSS would stay at its highest
+    point though nothing holds it.  Not glibc (macOS, musl): nothing to do.
+    """
+    now = time.monotonic()
+    with _TRIM_LOCK:
+        if now - _TRIM["last"] < every_s:
+            return
+        _TRIM["last"] = now
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
