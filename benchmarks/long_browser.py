@@ -8,7 +8,8 @@ later page should find that result in the cache.  Per page:
 
 - seconds from navigation until the script has finished, no spinner is left and every plotly chart and
   canvas view on the page has drawn (the server's work plus the drawing, as a person waits for it);
-- bytes that reached the browser for that page: websocket frames received plus HTTP responses;
+- bytes that reached the browser for that page: websocket frames received plus HTTP responses (the
+  first plotly page also fetches plotly's ~4.7 MB script once; the websocket bytes are the page's own);
 - the server's RSS after the page (and its peak, sampled every 0.25 s), against its RSS with the model
   loaded before the long text's capture (a short text is opened first);
 - a screenshot per page (``--shots``), to look at;
@@ -76,10 +77,12 @@ async def visit(page, url: str, timeout_s: float) -> dict:
     await page.wait_for_timeout(200)
     errors = await page.evaluate(ERRORS)
     page.remove_listener("websocket", on_ws)
-    return dict(seconds=seconds, mb=(received["ws"] + received["http"]) / 1e6, errors=errors)
+    return dict(seconds=seconds, mb=(received["ws"] + received["http"]) / 1e6, ws_mb=received["ws"] / 1e6,
+                errors=errors)
 
 
-async def run(server: Server, texts: dict[int, str], model: str, shots: Path | None, timeout_s: float) -> list[dict]:
+async def run(server: Server, texts: dict[int, str], model: str, shots: Path | None, timeout_s: float,
+              pages: list[str]) -> list[dict]:
     from playwright.async_api import async_playwright
     rows = []
     async with async_playwright() as p:
@@ -91,13 +94,13 @@ async def run(server: Server, texts: dict[int, str], model: str, shots: Path | N
             await visit(page, f"{server.url}/home?{urllib.parse.urlencode({'model': model, 'text': 'warm up'})}",
                         timeout_s)
             base_rss = server.rss_mb()
-            for name in PAGES:
+            for name in pages:
                 query = urllib.parse.urlencode({"model": model, "text": text})
                 with RssSampler(server) as rss:
                     try:
                         row = await visit(page, f"{server.url}/{name}?{query}", timeout_s)
                     except Exception as exc:  # noqa: BLE001 - a page that times out is a row, not the end
-                        row = dict(seconds=float("nan"), mb=float("nan"), errors=[f"{type(exc).__name__}: {exc}"[:200]])
+                        row = dict(seconds=float("nan"), mb=float("nan"), ws_mb=float("nan"), errors=[f"{type(exc).__name__}: {exc}"[:200]])
                 row.update(tokens=n, page=name, rss_mb=server.rss_mb() - base_rss,
                            peak_mb=max(rss.samples, default=float("nan")) - base_rss)
                 if shots:
@@ -116,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="embedded-llm")
     ap.add_argument("--shots", type=Path, default=Path("/tmp/long_shots"))
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--pages", nargs="+", default=PAGES, choices=PAGES)
     ap.add_argument("--no-bare", action="store_true", help="skip the bare forward pass")
     args = ap.parse_args(argv)
 
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
     print(f"load average before: {loadavg()}", flush=True)
     server = Server("app.py").start()
     try:
-        rows = asyncio.run(run(server, texts, args.model, args.shots, args.timeout))
+        rows = asyncio.run(run(server, texts, args.model, args.shots, args.timeout, args.pages))
     finally:
         server.stop()
     bare = {}
@@ -137,10 +141,11 @@ def main(argv=None) -> int:
             run_bare_forward(loaded, text)
             bare[n] = time.perf_counter() - start
     print(f"\nload average after: {loadavg()}\n")
-    print("| tokens | page | seconds to drawn | MB to the browser | server RSS after (MB over start) | peak | errors |")
+    print("| tokens | page | seconds to drawn | MB to the browser (websocket) | server RSS after (MB over start) "
+          "| peak | errors |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['tokens']} | {r['page']} | {r['seconds']:.1f} | {r['mb']:.2f} | {r['rss_mb']:.0f} "
+        print(f"| {r['tokens']} | {r['page']} | {r['seconds']:.1f} | {r['mb']:.2f} ({r['ws_mb']:.2f}) | {r['rss_mb']:.0f} "
               f"| {r['peak_mb']:.0f} | {'; '.join(r['errors'])[:160]} |")
     for n, s in bare.items():
         print(f"\nbare forward pass at {n} tokens (this process, after the server stopped): {s:.1f} s")

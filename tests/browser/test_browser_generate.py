@@ -75,3 +75,17 @@ def test_generate_on_the_embedded_llm(settled, app_url):
     ref = generate("The capital of France is", load_model("embedded-llm"), max_new_tokens=6)
     assert ref.completion.strip()[:5] in page.locator(".tt").first.inner_text().replace("\n", " ")
     shot(page, "generate_embedded_llm")
+
+
+def test_a_long_text_wraps_on_the_predictions_page(settled, app_url, tiny_models):
+    """The surprisal text of a few hundred tokens wraps inside the page instead of running off its edge."""
+    page = settled
+    text = " ".join(["the cat sat on the mat and the dog slept by the door"] * 12)
+    page.goto(f"{app_url}/predictions?model={quote(tiny_models['llama'])}&text={quote(text)}")
+    wait_for_app(page, timeout=180_000)
+    strip = page.locator(".tt > div:not(.tt-title):not(.tt-note)").first
+    size = strip.evaluate("el => ({scroll: el.scrollWidth, client: el.clientWidth, height: el.clientHeight,"
+                          " line: parseFloat(getComputedStyle(el).lineHeight)})")
+    assert size["scroll"] <= size["client"] + 1, size
+    assert size["height"] > 1.5 * size["line"], size        # more than one line, none running off the edge
+    shot(page, "predictions_wrapped")

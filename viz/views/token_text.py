@@ -60,5 +60,7 @@ def token_text(labels: Sequence[str], values: np.ndarray, *, tips: Sequence[str]
     head = f'<div class="tt-title">{html_text(title)}</div>' if title else ""
     foot = f'<div class="tt-note">{html_text(note)}</div>' if note else ""
     dark = " dark" if theme == "dark" else ""
-    return (f'<style>{asset("token_text.css")}</style><div class="tt{dark}">{head}<div>{"".join(spans)}</div>'
+    # <wbr> between tokens: labels carry no spaces (the spans' margins show them), so without a break
+    # opportunity the whole text is one unbreakable word running off the page.
+    return (f'<style>{asset("token_text.css")}</style><div class="tt{dark}">{head}<div>{"<wbr>".join(spans)}</div>'
             f'{foot}</div>')
