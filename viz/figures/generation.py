@@ -6,6 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from viz.figures.common import ATTENTION_SCALE, margin, thin_ticks
+from viz.figures.overview import MAX_PLOT_SIDE, pool_blocks
 from viz.result import has_gqa
 
 MIN_ROW_PX = 3      # one (layer, head) row of the step grid: 270 heads of the embedded LLM fit in ~1.4k px
@@ -16,18 +17,32 @@ def step_grid_figure(rows: np.ndarray, key_labels, *, kv_head: np.ndarray | None
     """Every layer x head's attention row at one step: one row per (layer, head), keys across.
 
     ``rows`` is ``(n_layers, n_heads, n_keys)``: the attention of the query that produced the step's
-    token, over the tokens before it. Rows run layer by layer, heads within a layer.
+    token, over the tokens before it. Rows run layer by layer, heads within a layer.  More than
+    :data:`~viz.figures.overview.MAX_PLOT_SIDE` keys are drawn in blocks (each its largest weight; the
+    title and hover say so).
     """
     rows = np.asarray(rows, dtype=np.float32)
     n_layers, n_heads, n_keys = rows.shape
     gqa = kv_head is not None and has_gqa(kv_head)
     names = [f"L{layer} H{head}" + (f"·KV{int(kv_head[head])}" if gqa else "")
              for layer in range(n_layers) for head in range(n_heads)]
-    k_cat = [f"{j} {lab}" for j, lab in enumerate(key_labels)]
     z = rows.reshape(n_layers * n_heads, n_keys)
+    # A long context (2,000 keys x 270 heads is 3.7 MB of JSON): keys in blocks, each its largest weight,
+    # so a sharp look at one token stays visible; the text view and the heatmap page give single weights.
+    blocks = pool_blocks(z, max_side=MAX_PLOT_SIDE)
+    if blocks.pooled:
+        z, edges = blocks.z, blocks.k_edges
+        key_labels = [key_labels[a] for a in edges[:-1]]
+        k_cat = [f"{a}-{b - 1} {lab}…" for a, b, lab in zip(edges[:-1], edges[1:], key_labels)]
+        hover = "%{y}<br>keys %{x}<br>largest weight %{z:.4f}<extra></extra>"
+        note = f"keys in blocks of {blocks.k_size} (each its largest weight)"
+        title = f"{title} · {note}" if title else note
+    else:
+        k_cat = [f"{j} {lab}" for j, lab in enumerate(key_labels)]
+        hover = "%{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"
     fig = go.Figure(go.Heatmap(
         z=z, x=k_cat, y=names, colorscale=ATTENTION_SCALE, zmin=0, zmax=float(np.nanmax(z)) if np.isfinite(z).any() else 1,
-        colorbar=dict(title="weight"), hovertemplate="%{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"))
+        colorbar=dict(title="weight"), hovertemplate=hover))
     xv, xt = thin_ticks(key_labels, values=k_cat)
     row_px = max(MIN_ROW_PX, min(14, 1400 // max(1, n_layers * n_heads)))
     fig.update_layout(   # one tick per layer, at its first head
