@@ -55,8 +55,10 @@ if importance is not None:
                                                  selected=heads[0] if heads else None),
                            name=f"importance_{method}", key="abl_grid", on_select="rerun", selection_mode="points")
     ui.knock_out_clicked(sf.selected_head(event))
-    st.caption(f"{importance.objective} Computed in {importance.seconds:.1f} s. Click a cell to knock that "
-               f"head out.")
+    scored = (f" Scored on the first {len(importance.tokens):,} tokens ({importance.truncated:,} later ones left "
+              f"out: every head at once needs every layer's activations)." if importance.truncated else "")
+    st.caption(f"{importance.objective}.{scored} Computed in {importance.seconds:.1f} s. Click a cell to knock "
+               f"that head out.")
     other = ui.cached_importance("ablation" if method == "gradient" else "gradient", mode)
     if other is not None:
         rho = spearman(importance, other)

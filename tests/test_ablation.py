@@ -519,6 +519,23 @@ def test_one_at_a_time_ablation_matches_the_independent_kl(loaded, refs):
         assert imp[head] == pytest.approx(float(_kl(before, after).mean()), abs=1e-6)
 
 
+def test_importance_of_a_long_text_scores_its_first_tokens(loaded, refs, monkeypatch):
+    """Past IMPORTANCE_MAX_TOKENS, both methods score the first tokens and say how many were left out."""
+    m, ref = loaded["decoder"], refs["decoder"]
+    monkeypatch.setattr(ablation, "IMPORTANCE_MAX_TOKENS", 8)
+    inputs = ids_of(m.path, TEXT)
+    n = inputs["input_ids"].shape[1]
+    first = {k: v[:, :8] for k, v in inputs.items()}
+    imp = ablation.ablation_importance(TEXT, model=m)
+    assert len(imp.tokens) == 8 and imp.truncated == n - 8
+    before = torch.log_softmax(_logits(ref, first), -1)
+    with removed(ref, "decoder", [(1, 3)]):
+        after = torch.log_softmax(_logits(ref, first), -1)
+    assert imp.importance[1, 3] == pytest.approx(float(_kl(before, after).mean()), abs=1e-6)
+    grad = ablation.gradient_importance(TEXT, model=m)
+    assert grad.truncated == n - 8 and len(grad.tokens) == 8
+
+
 # ---------------------------------------------------------------- masked-LM head
 def test_masked_top_k_before_and_after(mlm_dir, tiny_models):
     m = load_model(mlm_dir)

@@ -341,10 +341,11 @@ def _loaded(model: str | LoadedModel | None, default: str | None = None) -> Load
     return model if isinstance(model, LoadedModel) else load_model(model if model is not None else default)
 
 
-def _prepare(loaded: LoadedModel, text: str) -> _Input:
-    """Tokenize as :func:`viz.capture.capture` does, so positions match the ablated capture."""
+def _prepare(loaded: LoadedModel, text: str, *, limit: int | None = None) -> _Input:
+    """Tokenize as :func:`viz.capture.capture` does, so positions match the ablated capture
+    (``limit``: at most that many tokens, the first ones)."""
     text = clean_text(text)
-    enc, dropped = _encode(loaded, text, None)
+    enc, dropped = _encode(loaded, text, None, limit=min(limit, loaded.info.max_length) if limit else None)
     inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
     with loaded.tokenizer_lock:
         tokens = _token_seq(loaded.tokenizer, enc)
@@ -639,6 +640,12 @@ def masked_top_k(text: str, heads: Iterable[Head], *, model: str | LoadedModel |
 
 # ---------------------------------------------------------------- head importance
 DEFAULT_PROBES = 32
+# Every head's importance at once needs every layer's activations: the gradient keeps them for the
+# backward pass (with the (n_heads, T, T) weights of each layer: ~10 GB at 2,048 tokens on the embedded
+# LLM), the ablation runs each layer for each head.  Longer texts are scored on their first tokens
+# (``truncated`` says how many were left out); under a causal mask those positions are exactly what they
+# are in the whole text.
+IMPORTANCE_MAX_TOKENS = 512
 GRADIENT_OBJECTIVES = {
     "decoder": "|dL/dg| for L = mean over positions of the next-token cross-entropy of the text",
     "mlm": "|dL/dg| for L = mean over the text's tokens (special tokens excluded) of the masked-LM head's "
@@ -728,7 +735,7 @@ def gradient_importance(text: str, *, model: str | LoadedModel | None = None,
     """
     loaded = _loaded(model, EMBEDDED_LLM)
     _supported(loaded)
-    prepared = _prepare(loaded, text)
+    prepared = _prepare(loaded, text, limit=IMPORTANCE_MAX_TOKENS)
     _, layers = _layer_sites(loaded, None)
     start = time.perf_counter()
     # Not inference mode: a graph is needed.  torch.autograd.grad asks for the gates only, so the
@@ -872,7 +879,7 @@ def ablation_importance(text: str, *, model: str | LoadedModel | None = None, mo
     loaded = _loaded(model, EMBEDDED_LLM)
     _supported(loaded)
     _check_mode(mode)
-    prepared = _prepare(loaded, text)
+    prepared = _prepare(loaded, text, limit=IMPORTANCE_MAX_TOKENS)
     kind, layers = _layer_sites(loaded, None)
     n_layers, n_heads = len(layers), max(s.n_heads for s in layers)
     layer_index = {s.layer: i for i, s in enumerate(layers)}

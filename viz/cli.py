@@ -429,6 +429,9 @@ def _importance_command(args: argparse.Namespace) -> int:
     result = head_importance(args.text, method=args.method, model=load_model(args.model), mode=args.mode)
     table = importance_table(result)
     write_file(args.out, lambda path: table.to_csv(path, index=False))
+    if result.truncated:
+        print(f"warning: input truncated: scored on the first {len(result.tokens)} tokens "
+              f"({result.truncated} tokens dropped)", file=sys.stderr)
     return 0
 
 
