@@ -226,3 +226,24 @@ def test_whole_block_helpers_stream_over_layers(pair, long_mode):
     b = efficient.head_summary(fp, config=config, causal=True)
     np.testing.assert_allclose(a.local, b.local, atol=1e-5)
     np.testing.assert_allclose(a.kept, b.kept, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_tokens", [256, 250])
+def test_thumbnails_of_equal_and_unequal_bins(long_llama, n_tokens):
+    """256 tokens split into 64 equal bins (summed by a reshape), 250 into unequal ones (index_add): both are
+    the block means of the exact pattern."""
+    from viz.views.model_view import downsample
+    loaded = load_model(long_llama)
+    words = long_text().split()
+    text = next(" ".join(words[:n]) for n in range(n_tokens - 8, n_tokens + 8)
+                if len(loaded.tokenizer(" ".join(words[:n]))["input_ids"]) == n_tokens)
+    saved = capture_module.SETTINGS
+    try:
+        capture_module.SETTINGS = dataclasses.replace(saved, full_pattern_mb=0)
+        lazy = capture(text, model=loaded)
+    finally:
+        capture_module.SETTINGS = saved
+    full = capture(text, model=loaded)
+    assert lazy.decoder_attentions.summary is not None and len(lazy.tokens) == n_tokens
+    np.testing.assert_allclose(lazy.decoder_attentions.summary.thumbs, downsample(full.decoder_attentions),
+                               atol=1e-6)
