@@ -45,8 +45,9 @@ FIXED_PATTERNS = (FULL, WINDOW, DILATED, LONGFORMER, BIGBIRD, BLOCK)
 DEFAULT_LENGTHS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
-def _one_blas_thread():
-    """Run BLAS single-threaded: these are many small (512 x 512) products, and with the
+def one_blas_thread():
+    """Run BLAS single-threaded (here and in the other analyses that stream small products over a long
+    result): these are many small (512 x 512) products, and with the
     cores shared by other sessions OpenBLAS's threads spin-wait each other; measured
     4-5x faster for the all-heads summary on the 2-core server under load."""
     try:
@@ -54,9 +55,6 @@ def _one_blas_thread():
     except ImportError:  # optional: only a speed-up
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
-
-
-one_blas_thread = _one_blas_thread   # for the other analyses that stream small products over a long result
 
 
 @dataclass(frozen=True)
@@ -413,7 +411,7 @@ def approximate_head(head: HeadInput, *, config: PatternConfig, patterns=PATTERN
     The reference is the full softmax of the real scores over the model's mask,
     which equals the model's own pattern (tested against captured internals).
     """
-    with _one_blas_thread():
+    with one_blas_thread():
         allowed, original, value, out_ref = _reference(head)
         static = static or static_masks(allowed, config, causal=head.causal)
         return tuple(_approximate(name, head, config, static, allowed, original, value, out_ref)
@@ -495,7 +493,7 @@ def layer_metrics(internals: LayerInternals, *, config: PatternConfig, patterns=
     static = static_masks(allowed, config, causal=internals.kind == DECODER)
     n_heads = internals.scores.shape[0]
     table = np.full((6, n_heads, len(patterns)), np.nan)          # kept, tv, kl, error, density, empty
-    with _one_blas_thread():
+    with one_blas_thread():
         _fill_layer_table(table, internals, config, static, allowed, patterns)
     kept, tv, kl, err, density, empty = table
     return LayerMetrics(patterns=tuple(patterns), kept_mass=kept, tv=tv, kl=kl, output_error=err,
@@ -669,7 +667,7 @@ def _sampled_summary(pattern, *, config: PatternConfig, causal: bool, max_rows: 
     shares = np.zeros((n_layers, n_heads, len(masks)))
     spread = np.zeros((n_layers, n_heads, len(masks)))
     mean_distance = np.zeros((n_layers, n_heads))
-    with _one_blas_thread():
+    with one_blas_thread():
         _sampled_layers(pattern, rows, masks, masks_by_row, dist, shares, spread, mean_distance)
     local, global_ = shares[..., 0], shares[..., 1]
     long_range = np.clip(1.0 - local - global_, 0.0, 1.0)

@@ -31,8 +31,7 @@ import numpy as np
 import pandas as pd
 
 from viz.aggregate import transform_block
-from viz.flow import residual_attention
-from viz.flow import rollout as _rollout
+from viz.flow import rollout as attention_rollout
 from viz.result import (
     CROSS,
     DECODER,
@@ -49,21 +48,6 @@ from viz.result import (
 MAX_CSV_ROWS = 300_000      # one 512-token head (262k cells) still fits; ~12 MB of CSV
 CSV_CHUNK_ROWS = 262_144    # rows turned into text at a time: a 2,048-token head's 4M rows never sit in one frame
 CSV_ROW_BYTES = 40          # about one CSV row with short tokens, for the size a button states
-
-
-def attention_rollout(pattern) -> np.ndarray:
-    """:func:`viz.flow.rollout`, streamed over a LazyPattern's layers (the same values: each layer's
-    A_hat depends on that layer only)."""
-    if not is_lazy(pattern):
-        return _rollout(pattern)
-    out = np.empty((pattern.shape[0], *pattern.shape[2:]), dtype=np.float32)    # (n_layers, T, T)
-    for layer, weights in enumerate(pattern.layers()):
-        a_hat = residual_attention(weights[None], dtype=np.float32)[0]
-        if layer == 0:
-            out[0] = a_hat
-        else:
-            np.matmul(a_hat, out[layer - 1], out=out[layer])
-    return out
 
 
 def _float32(pattern):

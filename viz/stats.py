@@ -206,9 +206,7 @@ def metric_values(data: Block | np.ndarray, *, special=None, punct=None) -> dict
     if is_lazy(raw):
         if raw.summary is not None and special is None and punct is None and isinstance(data, Block):
             return {name: raw.summary.metrics[name].copy() for name in METRICS}
-        if isinstance(data, Block):
-            special = data.keys.special if special is None else special
-            punct = punctuation_flags(data.keys) if punct is None else punct
+        special, punct = _flags(data, special, punct)
         # float32 per layer: a float64 copy of one 2,048-token layer is 300 MB (means agree to ~1e-6)
         per_layer = [_metric_values(np.asarray(layer, dtype=np.float32)[None], special, punct)
                      for layer in raw.layers()]
