@@ -72,3 +72,12 @@ def shot(page, name: str) -> str:
     path = os.path.join(folder, f"{name}.png")
     page.screenshot(path=path, full_page=True)
     return path
+
+
+def text_box_value(page, *, timeout: float = 30_000) -> str:
+    """The sidebar's Text box once it holds a value: right after a rerun from a link, the box can be drawn a
+    moment before Streamlit fills it in."""
+    box = page.get_by_role("textbox", name="Text")
+    box.wait_for(timeout=timeout)
+    page.wait_for_function("el => el.value !== ''", arg=box.element_handle(), timeout=timeout)
+    return box.input_value()

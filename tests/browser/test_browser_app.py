@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, quote, urlparse
 
-from browser_tools import heatmap_data, heatmap_frame, hover_heatmap_cell, shot, wait_for_app
+from browser_tools import heatmap_data, heatmap_frame, hover_heatmap_cell, shot, wait_for_app, text_box_value
 
 XSS = '<img src=x onerror=alert(1)>'
 
@@ -56,7 +56,7 @@ def test_shared_url_reproduces_view(page, app_url):
     wait_for_app(page)
     title = heatmap_data(heatmap_frame(page))["title"]
     assert "layer 3" in title and "head 5" in title
-    assert page.get_by_role("textbox", name="Text").input_value() == "The keys to the cabinet are here."
+    assert text_box_value(page) == "The keys to the cabinet are here."
 
 
 def test_hostile_text_shows_literally_and_fires_nothing(page, app_url):
@@ -65,7 +65,7 @@ def test_hostile_text_shows_literally_and_fires_nothing(page, app_url):
     # the home page opens on a head's canvas heatmap; the token table is folded below it
     heatmap_frame(page)
     page.locator("[data-testid='stDataFrame']").first.wait_for(state="attached", timeout=30_000)
-    assert page.get_by_role("textbox", name="Text").input_value().startswith(XSS)
+    assert text_box_value(page).startswith(XSS)
     assert page.locator("img[src='x']").count() == 0 and page.locator("b:text('bold')").count() == 0
     page.goto(f"{app_url}/heatmap?text={quote(XSS)}")
     wait_for_app(page)

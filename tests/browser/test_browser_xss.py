@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from browser_tools import heatmap_data, heatmap_frame, shot, wait_for_app
+from browser_tools import heatmap_data, heatmap_frame, shot, wait_for_app, text_box_value
 from test_hostile import XSS_PAYLOADS
 
 ROOT = Path(__file__).resolve().parents[2]   # tests/browser/ -> the repository
@@ -43,7 +43,7 @@ def _assert_inert(page, text: str, where: str) -> None:
     assert page.evaluate(INJECTED) == {"handlers": 0, "planted": 0}, f"{where}: {text!r}"
     assert page.locator("[data-testid='stException']").count() == 0, where
     # The text box holds the payload literally, and so does the shared link.
-    assert page.get_by_role("textbox", name="Text").input_value() == text, where
+    assert text_box_value(page) == text, where
     assert parse_qs(urlparse(page.url).query).get("text") == [text], where
 
 
@@ -83,6 +83,6 @@ def test_broken_utf8_in_a_shared_link(page, app_url):
     wait_for_app(page)
     heatmap_frame(page)
     assert page.locator("[data-testid='stException']").count() == 0
-    value = page.get_by_role("textbox", name="Text").input_value()
+    value = text_box_value(page)
     assert value.startswith("abc") and value.endswith("end") and "\ufffd" in value  # bad bytes replaced
     assert page.dialogs == []
